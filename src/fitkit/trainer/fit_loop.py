@@ -1,0 +1,316 @@
+"""The fit loop: epochs, training batches, the automatic step, when to validate, when to stop.
+
+Read :func:`_train_epoch` top to bottom to follow one batch from the loader to
+``training_step`` and the optimizer. Everything that does not change per batch is
+worked out before the loop (which hooks are overridden, whether to clip, which
+optimizer), so a step costs little more than the user's own code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fitkit.trainer import data
+from fitkit.trainer.eval_loop import run_validation
+from fitkit.trainer.hooks import overrides
+from fitkit.trainer.optimization import needs_closure
+from fitkit.trainer.state import RunningStage
+from fitkit.module import Module
+from fitkit.utilities.exceptions import FitkitTypeError, MisconfigurationError, invalid
+
+if TYPE_CHECKING:
+    from fitkit.trainer.trainer import Trainer
+
+_NULL_CONTEXT = contextlib.nullcontext()
+
+# The order hooks fire in during fit; `trainer.print_loop()` prints who runs at each.
+FIT_HOOK_ORDER = (
+    "prepare_data", "setup", "on_fit_start", "on_sanity_check_start", "on_validation_start",
+    "on_validation_epoch_start", "on_validation_batch_start", "on_validation_batch_end", "on_validation_epoch_end",
+    "on_validation_end", "on_sanity_check_end", "on_train_start", "on_train_epoch_start", "on_train_batch_start",
+    "on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad",
+    "on_train_batch_end", "on_train_epoch_end", "on_train_end", "on_fit_end", "teardown",
+)
+
+
+def run_fit(trainer: Trainer, train_dataloaders: Any, val_dataloaders: Any) -> None:
+    module = trainer.module
+    assert module is not None
+    _setup_loaders(trainer, module, train_dataloaders, val_dataloaders)
+    trainer._configure_optimizers(module)
+    if not module.automatic_optimization:
+        if trainer.accumulate_grad_batches != 1:
+            raise MisconfigurationError(
+                invalid("accumulate_grad_batches", trainer.accumulate_grad_batches,
+                        "manual optimization accumulates however training_step says", "1 with automatic_optimization=False")
+            )
+        if trainer.gradient_clip_val:
+            raise MisconfigurationError(
+                invalid("gradient_clip_val", trainer.gradient_clip_val, "manual optimization clips in training_step "
+                        "(call self.clip_gradients)", "None with automatic_optimization=False")
+            )
+    for opt in trainer._optimization.optimizers:
+        opt.zero_grad(set_to_none=True)
+    trainer.progress.epoch_batches = 0
+    trainer._call("on_fit_start")
+    if trainer.num_sanity_val_steps and trainer.val_dataloaders and _validation_enabled(trainer, module):
+        trainer.state.stage = RunningStage.SANITY_CHECKING
+        trainer._call("on_sanity_check_start")
+        run_validation(trainer, sanity=True)
+        trainer._call("on_sanity_check_end")
+    trainer.state.stage = RunningStage.TRAINING
+    module.train()
+    trainer._call("on_train_start")
+    deadline = time.monotonic() + trainer.max_time if trainer.max_time is not None else None
+    while not _fit_done(trainer, deadline):
+        _train_epoch(trainer, module, deadline)
+    trainer._call("on_train_end")
+    trainer._call("on_fit_end")
+
+
+def _setup_loaders(trainer: Trainer, module: Module, train: Any, val: Any) -> None:
+    loader = data.resolve(train, trainer.datamodule, module, "train_dataloader")
+    if loader is None:
+        raise MisconfigurationError(
+            invalid("train_dataloaders", None, "fit() found no training data",
+                    "a DataLoader argument, a DataModule with train_dataloader(), or Module.train_dataloader()")
+        )
+    if isinstance(loader, (list, tuple, Mapping)):
+        raise FitkitTypeError(invalid("train_dataloaders", type(loader).__name__, "fit() trains on one loader", "one iterable of batches"))
+    if trainer.overfit_batches:
+        loader = data.sequential_copy(loader)
+    loader = trainer.strategy.process_dataloader(loader)
+    data.seed_workers(loader)
+    trainer.train_dataloader = loader
+    trainer.num_training_batches = data.num_batches(loader, trainer.limits["train"], "limit_train_batches")
+    if data.has_len(loader) and len(loader) == 0:
+        raise MisconfigurationError(invalid("train_dataloaders", loader, "the training loader yields no batches", "a loader with at least one batch"))
+    vci = trainer.val_check_interval
+    if isinstance(vci, int) and trainer.check_val_every_n_epoch is not None and vci > trainer.num_training_batches:
+        raise MisconfigurationError(
+            invalid("val_check_interval", vci, f"it is larger than the {trainer.num_training_batches} training batches of an epoch",
+                    f"an int <= {trainer.num_training_batches}, a float in (0, 1], or check_val_every_n_epoch=None")
+        )
+    if isinstance(vci, float) and vci < 1.0 and trainer.num_training_batches == math.inf:
+        raise MisconfigurationError(
+            invalid("val_check_interval", vci, "a fraction of an epoch needs a training loader with __len__", "an int or 1.0")
+        )
+    vals = data.as_list(data.resolve(val, trainer.datamodule, module, "val_dataloader"))
+    vals = [trainer.strategy.process_dataloader(v) for v in vals]
+    for v in vals:
+        data.seed_workers(v)
+    trainer.val_dataloaders = vals
+    trainer.num_val_batches = [data.num_batches(v, trainer.limits["val"], "limit_val_batches") for v in vals]
+    sanity = trainer.num_sanity_val_steps
+    trainer.num_sanity_val_batches = [n if sanity == -1 else min(n, sanity) for n in trainer.num_val_batches]
+
+
+def _validation_enabled(trainer: Trainer, module: Module) -> bool:
+    return bool(trainer.val_dataloaders) and any(trainer.num_val_batches) and overrides(module, Module, "validation_step")
+
+
+def _fit_done(trainer: Trainer, deadline: float | None) -> bool:
+    p = trainer.progress
+    if trainer.max_steps != -1 and p.global_step >= trainer.max_steps:
+        return True
+    if deadline is not None and time.monotonic() >= deadline:
+        return True
+    if trainer.max_epochs != -1 and p.current_epoch >= trainer.max_epochs:
+        return True
+    return trainer.should_stop and _can_stop(trainer)
+
+
+def _can_stop(trainer: Trainer) -> bool:
+    p = trainer.progress
+    return (trainer.min_epochs is None or p.current_epoch >= trainer.min_epochs) and (
+        trainer.min_steps is None or p.global_step >= trainer.min_steps
+    )
+
+
+def _val_schedule(trainer: Trainer) -> tuple[int | None, bool]:
+    """(validate every N batches, validate at epoch end) for the coming epoch."""
+    vci = trainer.val_check_interval
+    if trainer.check_val_every_n_epoch is not None and (trainer.current_epoch + 1) % trainer.check_val_every_n_epoch:
+        return None, False
+    if isinstance(vci, int):
+        return vci, False
+    if vci == 1.0:
+        return None, True
+    return max(1, int(trainer.num_training_batches * vci)), False
+
+
+def _extract_loss(output: Any) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        loss = output
+    elif output is None:
+        return None
+    elif isinstance(output, Mapping) and "loss" in output:
+        loss = output["loss"]
+    else:
+        raise FitkitTypeError(
+            invalid("training_step() result", output, "fitkit cannot find a loss in it",
+                    "a scalar loss tensor, a dict with a 'loss' tensor, or None to skip the batch")
+        )
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise FitkitTypeError(
+            invalid("training_step() loss", shape, "the loss must be one number to call backward on",
+                    "a scalar tensor (e.g. loss.mean())")
+        )
+    return loss
+
+
+def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> None:
+    strategy, precision, results, progress, call = (
+        trainer.strategy, trainer.strategy.precision, trainer._results, trainer.progress, trainer._call,
+    )
+    hooks = trainer._hooks
+    batch_start, batch_end = hooks["on_train_batch_start"], hooks["on_train_batch_end"]
+    automatic = module.automatic_optimization
+    plan = trainer._optimization
+    optimizer = plan.optimizers[0] if automatic and plan.optimizers else None
+    closure_step = optimizer is not None and needs_closure(optimizer)
+    if closure_step and trainer.accumulate_grad_batches != 1:
+        raise MisconfigurationError(
+            invalid("accumulate_grad_batches", trainer.accumulate_grad_batches,
+                    f"{type(optimizer).__name__}.step needs a closure, which re-evaluates one batch", "1")
+        )
+    clip = bool(trainer.gradient_clip_val) or overrides(module, Module, "configure_gradient_clipping")
+    step_schedulers = any(c.interval == "step" for c in plan.schedulers)
+    accumulate = trainer.accumulate_grad_batches
+    log_every = trainer.log_every_n_steps
+    val_every, val_at_end = _val_schedule(trainer)
+    validation = _validation_enabled(trainer, module)
+    across_epochs = trainer.check_val_every_n_epoch is None
+    forward_context = precision.forward_context
+    training_step = module.training_step
+    has_grads = False  # does the current accumulation window hold gradients?
+
+    call("on_train_epoch_start")
+    results.reset_stage("train")
+    progress.epoch_batches = 0
+    for batch_idx, batch, is_last in data.with_last_flag(trainer.train_dataloader, trainer.num_training_batches):
+        results.batch, results.batch_size = batch, None
+        batch = strategy.batch_to_device(batch)
+        if batch_start and call("on_train_batch_start", batch, batch_idx) == -1:
+            break
+        results.fx = "training_step"
+        if not automatic:
+            with forward_context():
+                output = training_step(batch, batch_idx)
+            progress.global_step += 1
+        elif closure_step:
+            output = _closure_step(trainer, module, optimizer, batch, batch_idx, clip)  # type: ignore[arg-type]
+        else:
+            boundary = is_last or (batch_idx + 1) % accumulate == 0
+            with _NULL_CONTEXT if boundary else strategy.no_sync():
+                with forward_context():
+                    output = training_step(batch, batch_idx)
+                loss = _extract_loss(output)
+                if loss is not None:
+                    call("on_before_backward", loss)
+                    strategy.backward(loss / accumulate if accumulate > 1 else loss)
+                    call("on_after_backward")
+                    has_grads = True
+            if boundary and has_grads:
+                precision.unscale_gradients(optimizer)  # type: ignore[arg-type]
+                call("on_before_optimizer_step", optimizer)
+                if clip:
+                    results.fx = "configure_gradient_clipping"
+                    module.configure_gradient_clipping(
+                        optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm  # type: ignore[arg-type]
+                    )
+                strategy.optimizer_step(optimizer)  # type: ignore[arg-type]
+                call("on_before_zero_grad", optimizer)
+                optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+                has_grads = False
+                progress.global_step += 1
+                if step_schedulers:
+                    plan.step_schedulers("step", progress.global_step, results.callback_metrics)
+        if batch_end:
+            call("on_train_batch_end", _batch_outputs(output), batch, batch_idx)
+        progress.epoch_batches += 1
+        progress.total_batches += 1
+        if progress.total_batches % log_every == 0:
+            _flush_step_logs(trainer)
+        if validation and val_every is not None:
+            count = progress.total_batches if across_epochs else batch_idx + 1
+            if count % val_every == 0:
+                _validate_mid_epoch(trainer, module)
+        if (trainer.max_steps != -1 and progress.global_step >= trainer.max_steps) or (
+            deadline is not None and time.monotonic() >= deadline
+        ) or (trainer.should_stop and _can_stop(trainer)):
+            break
+    if progress.epoch_batches == 0 and trainer.num_training_batches == math.inf:
+        raise MisconfigurationError(invalid("train_dataloaders", trainer.train_dataloader, "the training loader yielded no batches", "a loader with at least one batch"))
+    if validation and val_at_end:
+        _validate_mid_epoch(trainer, module)
+    call("on_train_epoch_end")
+    results.fx = None
+    trainer._log_to_loggers(results.epoch_end("train"), progress.global_step)
+    progress.current_epoch += 1
+    if automatic:
+        plan.step_schedulers("epoch", progress.current_epoch, results.callback_metrics)
+
+
+def _closure_step(trainer: Trainer, module: Module, optimizer: torch.optim.Optimizer, batch: Any,
+                  batch_idx: int, clip: bool) -> Any:
+    """The automatic step for optimizers whose ``step`` must re-evaluate the loss (LBFGS)."""
+    first: list[Any] = []
+    call = trainer._call
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        trainer._results.fx = "training_step"
+        with trainer.strategy.precision.forward_context():
+            output = module.training_step(batch, batch_idx)
+        loss = _extract_loss(output)
+        if loss is None:
+            raise MisconfigurationError(
+                invalid("training_step() result", None, f"{type(optimizer).__name__} needs a loss on every call", "a loss tensor")
+            )
+        call("on_before_backward", loss)
+        trainer.strategy.backward(loss)
+        call("on_after_backward")
+        if clip:
+            module.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
+        if not first:
+            first.append(output)
+        return loss.detach()
+
+    call("on_before_optimizer_step", optimizer)
+    trainer.strategy.optimizer_step(optimizer, closure)
+    call("on_before_zero_grad", optimizer)
+    optimizer.zero_grad(set_to_none=True)
+    trainer.progress.global_step += 1
+    plan = trainer._optimization
+    plan.step_schedulers("step", trainer.progress.global_step, trainer.callback_metrics)
+    return first[0] if first else None
+
+
+def _batch_outputs(output: Any) -> Any:
+    """What ``on_train_batch_end`` receives: the step's output with the loss detached."""
+    if isinstance(output, torch.Tensor):
+        return {"loss": output.detach()}
+    if isinstance(output, Mapping) and isinstance(output.get("loss"), torch.Tensor):
+        return {**output, "loss": output["loss"].detach()}
+    return output
+
+
+def _flush_step_logs(trainer: Trainer) -> None:
+    results = trainer._results
+    metrics = results.step_metrics("train")
+    results.logged_metrics.update(metrics)
+    results.update_step_progress_bar("train")
+    trainer._log_to_loggers(metrics, trainer.progress.global_step)
+
+
+def _validate_mid_epoch(trainer: Trainer, module: Module) -> None:
+    run_validation(trainer, sanity=False)
+    trainer.state.stage = RunningStage.TRAINING

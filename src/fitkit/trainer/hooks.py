@@ -1,0 +1,78 @@
+"""Resolving, once per run, which callbacks and module methods each hook calls.
+
+The Trainer fires hooks through the table built here; a hook that no callback and
+not the module overrides has an empty entry and costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fitkit.callbacks.callback import HOOKS, Callback
+from fitkit.module import Module
+from fitkit.utilities.exceptions import MisconfigurationError, invalid
+
+# Module hooks the Trainer fires (step methods and configure_* are called directly).
+MODULE_HOOKS: tuple[str, ...] = tuple(
+    name for name in vars(Module) if name.startswith("on_") or name in ("setup", "teardown", "prepare_data")
+)
+
+
+def check_callbacks(callbacks: Sequence[Any]) -> list[Callback]:
+    """Validate ``Trainer(callbacks=...)``; refuse unknown ``on_*`` methods (typos)."""
+    out = []
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise MisconfigurationError(invalid("callbacks", cb, "it is not a fitkit.Callback", "a list of Callback instances"))
+        for name in dir(type(cb)):
+            if name.startswith("on_") and name not in HOOKS and callable(getattr(cb, name, None)):
+                close = sorted(HOOKS, key=lambda h: _distance(h, name))[:3]
+                raise MisconfigurationError(
+                    invalid(f"{type(cb).__name__}.{name}", name, "this is not a hook the Trainer fires",
+                            f"a known hook, e.g. one of {close}")
+                )
+        out.append(cb)
+    return out
+
+
+def _distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def overrides(obj: object, base: type, name: str) -> bool:
+    method = getattr(type(obj), name, None)
+    return method is not None and method is not getattr(base, name, None)
+
+
+def build_table(trainer: Any, module: Module, callbacks: Sequence[Callback]) -> dict[str, tuple[Callable[..., Any], ...]]:
+    """Map each hook name to the callables to run: callbacks in order, then the module."""
+    table: dict[str, tuple[Callable[..., Any], ...]] = {}
+    for name in HOOKS | set(MODULE_HOOKS):
+        fns: list[Callable[..., Any]] = [
+            functools.partial(getattr(cb, name), trainer, module) for cb in callbacks if overrides(cb, Callback, name)
+        ]
+        if name in MODULE_HOOKS and overrides(module, Module, name):
+            fns.append(getattr(module, name))
+        table[name] = tuple(fns)
+    return table
+
+
+def describe(table: dict[str, tuple[Callable[..., Any], ...]], order: Sequence[str]) -> str:
+    """A printable map of the loop: each hook and who runs at it."""
+    lines = []
+    for name in order:
+        owners = [
+            (f"{type(fn.func.__self__).__name__}.{name}" if isinstance(fn, functools.partial)
+             else f"{type(fn.__self__).__name__}.{name}")  # type: ignore[attr-defined]
+            for fn in table.get(name, ())
+        ]
+        lines.append(f"{name:<28} {', '.join(owners) if owners else '-'}")
+    return "\n".join(lines)

@@ -1,0 +1,31 @@
+"""Shared fixtures: every test leaves the process as it found it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state() -> Iterator[None]:
+    env = dict(os.environ)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    threads = torch.get_num_threads()
+    rng = torch.get_rng_state()
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = benchmark
+    torch.set_num_threads(threads)
+    torch.set_rng_state(rng)
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # default_root_dir defaults to the working directory: keep runs out of the repo.
+    monkeypatch.chdir(tmp_path)
