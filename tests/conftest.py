@@ -13,13 +13,19 @@ import torch
 def _restore_global_state() -> Iterator[None]:
     env = dict(os.environ)
     deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     benchmark = torch.backends.cudnn.benchmark
     threads = torch.get_num_threads()
     rng = torch.get_rng_state()
     yield
     os.environ.clear()
     os.environ.update(env)
-    torch.use_deterministic_algorithms(deterministic)
+    if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (
+        deterministic,
+        warn_only,
+    ):
+        # Only when a test changed it: the call imports torch._inductor (seconds).
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     torch.backends.cudnn.benchmark = benchmark
     torch.set_num_threads(threads)
     torch.set_rng_state(rng)

@@ -73,7 +73,12 @@ class HyperparametersMixin:
             missing = [a for a in args if a not in init_args]
             if missing:
                 raise MisconfigurationError(
-                    invalid("save_hyperparameters(*args)", missing, "not __init__ arguments", f"names among {sorted(init_args)}")
+                    invalid(
+                        "save_hyperparameters(*args)",
+                        missing,
+                        "not __init__ arguments",
+                        f"names among {sorted(init_args)}",
+                    )
                 )
             init_args = {a: init_args[a] for a in args}
         self.hparams.update({k: v for k, v in init_args.items() if k not in ignored})

@@ -28,7 +28,7 @@ class CPUAccelerator(Accelerator):
             return 1
         if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
             devices = int(devices)
-        if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1 and devices != -1:
+        if isinstance(devices, bool) or not isinstance(devices, int) or (devices < 1 and devices != -1):
             raise MisconfigurationError(
                 invalid("devices", devices, "the CPU accelerator counts processes", '"auto", -1 or an int >= 1')
             )

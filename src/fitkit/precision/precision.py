@@ -49,9 +49,7 @@ class Precision:
     def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         """Bring gradients back to their true scale before clipping (no-op here)."""
 
-    def optimizer_step(
-        self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None
-    ) -> Any:
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
         """Step ``optimizer``; pass ``closure`` only when the optimizer needs one."""
         if closure is None:
             return optimizer.step()

@@ -31,13 +31,14 @@ class SingleDeviceStrategy(Strategy):
     ) -> None:
         super().__init__(accelerator, precision)
         self._device = torch.device(device)
+        self._on_cpu = self._device.type == "cpu"  # read per batch: decide once
 
     @property
     def root_device(self) -> torch.device:
         return self._device
 
     def batch_to_device(self, batch: Any) -> Any:
-        if self._device.type == "cpu":
+        if self._on_cpu:
             # Loaders already yield host tensors; a no-op `.to("cpu")` per tensor costs
             # about a microsecond each, so we skip the walk entirely.
             return batch

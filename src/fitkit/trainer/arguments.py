@@ -41,7 +41,9 @@ def check_limit(name: str, value: Any) -> int | float:
     if isinstance(value, float) and 0.0 <= value <= 1.0:
         return value
     raise MisconfigurationError(
-        invalid(name, value, "it is neither a batch count nor a fraction", "an int >= 0 (batches) or a float in [0.0, 1.0]")
+        invalid(
+            name, value, "it is neither a batch count nor a fraction", "an int >= 0 (batches) or a float in [0.0, 1.0]"
+        )
     )
 
 
@@ -51,8 +53,12 @@ def check_val_check_interval(value: Any) -> int | float:
     if isinstance(value, float) and 0.0 < value <= 1.0:
         return value
     raise MisconfigurationError(
-        invalid("val_check_interval", value, "it is neither a batch count nor a fraction of the epoch",
-                "an int >= 1 (training batches) or a float in (0.0, 1.0]")
+        invalid(
+            "val_check_interval",
+            value,
+            "it is neither a batch count nor a fraction of the epoch",
+            "an int >= 1 (training batches) or a float in (0.0, 1.0]",
+        )
     )
 
 
@@ -62,7 +68,9 @@ def check_fast_dev_run(value: Any) -> int:
         return int(value)
     if _is_int(value) and value >= 0:
         return value
-    raise MisconfigurationError(invalid("fast_dev_run", value, "it must be a bool or a count", "True/False or an int >= 0"))
+    raise MisconfigurationError(
+        invalid("fast_dev_run", value, "it must be a bool or a count", "True/False or an int >= 0")
+    )
 
 
 def check_overfit_batches(value: Any) -> int | float:
@@ -71,7 +79,12 @@ def check_overfit_batches(value: Any) -> int | float:
     if isinstance(value, float) and 0.0 <= value <= 1.0:
         return value
     raise MisconfigurationError(
-        invalid("overfit_batches", value, "it is neither a batch count nor a fraction", "an int >= 0 or a float in [0.0, 1.0]")
+        invalid(
+            "overfit_batches",
+            value,
+            "it is neither a batch count nor a fraction",
+            "an int >= 0 or a float in [0.0, 1.0]",
+        )
     )
 
 

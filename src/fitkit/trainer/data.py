@@ -55,8 +55,12 @@ def num_batches(loader: Any, limit: int | float, arg_name: str) -> int | float:
     if not has_len(loader):
         if isinstance(limit, float) and limit not in (0.0, 1.0):
             raise MisconfigurationError(
-                invalid(arg_name, limit, "a fraction needs a loader with __len__, and this one has none",
-                        "an int batch count, 0.0 or 1.0")
+                invalid(
+                    arg_name,
+                    limit,
+                    "a fraction needs a loader with __len__, and this one has none",
+                    "an int batch count, 0.0 or 1.0",
+                )
             )
         if isinstance(limit, int) or limit == 0.0:
             return int(limit)
@@ -67,8 +71,12 @@ def num_batches(loader: Any, limit: int | float, arg_name: str) -> int | float:
     count = int(length * limit)
     if limit > 0.0 and count == 0 and length > 0:
         raise MisconfigurationError(
-            invalid(arg_name, limit, f"{limit} of {length} batches rounds down to none",
-                    f"a fraction >= {1 / length:.4g} or an int batch count")
+            invalid(
+                arg_name,
+                limit,
+                f"{limit} of {length} batches rounds down to none",
+                f"a fraction >= {1 / length:.4g} or an int batch count",
+            )
         )
     return count
 
@@ -82,17 +90,28 @@ def sequential_copy(loader: Any) -> Any:
         return loader
     rank_zero_warn("overfit_batches: the training loader shuffles; fitkit reads it in order instead.")
     return DataLoader(
-        loader.dataset, batch_size=loader.batch_size, shuffle=False, num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-        timeout=loader.timeout, worker_init_fn=loader.worker_init_fn, generator=loader.generator,
+        loader.dataset,
+        batch_size=loader.batch_size,
+        shuffle=False,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        generator=loader.generator,
         persistent_workers=loader.persistent_workers,
     )
 
 
 def seed_workers(loader: Any) -> None:
     """Give DataLoader workers distinct reproducible seeds if ``seed_everything(workers=True)`` asked."""
-    if (isinstance(loader, DataLoader) and loader.num_workers > 0 and loader.worker_init_fn is None
-            and workers_should_be_seeded()):
+    if (
+        isinstance(loader, DataLoader)
+        and loader.num_workers > 0
+        and loader.worker_init_fn is None
+        and workers_should_be_seeded()
+    ):
         loader.worker_init_fn = worker_init_function
 
 
@@ -104,8 +123,9 @@ def with_last_flag(iterable: Iterable[Any], limit: int | float) -> Iterator[tupl
     """
     if limit == 0:
         return
+    sized = has_len(iterable)
     iterator = iter(iterable)
-    if limit != math.inf:
+    if limit != math.inf and sized:
         last = int(limit) - 1
         for batch_idx in range(int(limit)):
             try:
@@ -113,13 +133,25 @@ def with_last_flag(iterable: Iterable[Any], limit: int | float) -> Iterator[tupl
             except StopIteration:
                 return
             yield batch_idx, batch, batch_idx == last
+        if len(iterable) == limit:  # type: ignore[arg-type]
+            # Finish the iterator as a plain `for` loop would: RandomSampler draws from its
+            # generator once more when exhausted, so stopping one call short would change
+            # every later epoch's shuffle order (and break parity with a hand-written loop).
+            next(iterator, None)
         return
+    # No __len__: read one batch ahead to find the end. An int limit is only an upper
+    # bound here, since the iterable may run out first (the last batch must still say so,
+    # or an accumulation window would never step).
     try:
         current = next(iterator)
     except StopIteration:
         return
     batch_idx = 0
-    for upcoming in iterator:
+    while batch_idx + 1 < limit:
+        try:
+            upcoming = next(iterator)
+        except StopIteration:
+            break
         yield batch_idx, current, False
         current = upcoming
         batch_idx += 1

@@ -52,15 +52,20 @@ def _step_fn(module: Module, name: str, num_loaders: int) -> Any:
         params = inspect.signature(fn).parameters
         if "dataloader_idx" not in params and not any(p.kind == p.VAR_POSITIONAL for p in params.values()):
             raise MisconfigurationError(
-                invalid(f"{name}()", f"{num_loaders} loaders", f"{name} must accept `dataloader_idx` with several loaders",
-                        f"def {name}(self, batch, batch_idx, dataloader_idx=0)")
+                invalid(
+                    f"{name}()",
+                    f"{num_loaders} loaders",
+                    f"{name} must accept `dataloader_idx` with several loaders",
+                    f"def {name}(self, batch, batch_idx, dataloader_idx=0)",
+                )
             )
         return fn
     return lambda batch, batch_idx, dataloader_idx: fn(batch, batch_idx)
 
 
-def _run_loop(trainer: Trainer, stage: str, loaders: list[Any], counts: list[int | float],
-              collect: bool = False) -> list[list[Any]]:
+def _run_loop(
+    trainer: Trainer, stage: str, loaders: list[Any], counts: list[int | float], collect: bool = False
+) -> list[list[Any]]:
     """Run the batches of each loader through ``<stage>_step`` with its batch hooks."""
     module = trainer.module
     assert module is not None
@@ -71,7 +76,7 @@ def _run_loop(trainer: Trainer, stage: str, loaders: list[Any], counts: list[int
     step_name = f"{prefix}_step"
     forward_context = strategy.precision.forward_context
     outputs: list[list[Any]] = []
-    for dl_idx, (loader, count) in enumerate(zip(loaders, counts)):
+    for dl_idx, (loader, count) in enumerate(zip(loaders, counts, strict=True)):
         results.suffix = f"/dataloader_idx_{dl_idx}" if len(loaders) > 1 else ""
         collected: list[Any] = []
         for batch_idx, batch, _ in data.with_last_flag(loader, count):
@@ -89,8 +94,9 @@ def _run_loop(trainer: Trainer, stage: str, loaders: list[Any], counts: list[int
     return outputs
 
 
-def _evaluation(trainer: Trainer, stage: str, loaders: list[Any], counts: list[int | float],
-                discard: bool) -> dict[str, torch.Tensor]:
+def _evaluation(
+    trainer: Trainer, stage: str, loaders: list[Any], counts: list[int | float], discard: bool
+) -> dict[str, torch.Tensor]:
     """One evaluation epoch with its start/end hooks; returns the epoch metrics."""
     module = trainer.module
     assert module is not None
@@ -103,13 +109,20 @@ def _evaluation(trainer: Trainer, stage: str, loaders: list[Any], counts: list[i
             trainer._call(f"on_{prefix}_start")
             trainer._call(f"on_{prefix}_epoch_start")
             _run_loop(trainer, stage, loaders, counts)
-            trainer._call(f"on_{prefix}_epoch_end")
+            # Reduce before the epoch-end hook so it sees this epoch's aggregates (as in
+            # Lightning), and again after it for what the hook itself logged.
             results.fx = None
             metrics = {} if discard else results.epoch_end(stage)
+            trainer._call(f"on_{prefix}_epoch_end")
+            results.fx = None
+            if not discard:
+                metrics.update(results.epoch_end(stage))
             trainer._call(f"on_{prefix}_end")
     finally:
         results.enabled = True
         results.fx = None
+        # Metric objects start the next run clean (the sanity check's batches included).
+        results.reset_stage(stage)
     return metrics
 
 
@@ -127,16 +140,19 @@ def run_evaluate(trainer: Trainer, dataloaders: Any, stage: str, verbose: bool) 
     """``trainer.validate()`` / ``trainer.test()``."""
     module = trainer.module
     assert module is not None
-    prefix = _HOOK_PREFIX[stage]
-    loaders = data.as_list(data.resolve(dataloaders, trainer.datamodule, module, f"{prefix if stage == 'test' else 'val'}_dataloader"))
+    kind = "test" if stage == "test" else "val"
+    loaders = data.as_list(data.resolve(dataloaders, trainer.datamodule, module, f"{kind}_dataloader"))
     if not loaders:
         raise MisconfigurationError(
-            invalid("dataloaders", None, f"{stage}() found no data",
-                    f"a DataLoader argument, a DataModule or Module with {'test' if stage == 'test' else 'val'}_dataloader()")
+            invalid(
+                "dataloaders",
+                None,
+                f"{stage}() found no data",
+                f"a DataLoader argument, a DataModule or Module with {kind}_dataloader()",
+            )
         )
     loaders = [trainer.strategy.process_dataloader(x) for x in loaders]
-    limit_key = "test" if stage == "test" else "val"
-    counts = [data.num_batches(x, trainer.limits[limit_key], f"limit_{limit_key}_batches") for x in loaders]
+    counts = [data.num_batches(x, trainer.limits[kind], f"limit_{kind}_batches") for x in loaders]
     if stage == "test":
         trainer.test_dataloaders, trainer.num_test_batches = loaders, counts
     else:
@@ -154,7 +170,7 @@ def _split_by_loader(metrics: dict[str, torch.Tensor], num_loaders: int) -> list
     out: list[dict[str, float]] = [{} for _ in range(num_loaders)]
     for key, value in metrics.items():
         i = key.find("/dataloader_idx_")
-        targets = range(num_loaders) if i < 0 else [int(key[i + len("/dataloader_idx_"):])]
+        targets = range(num_loaders) if i < 0 else [int(key[i + len("/dataloader_idx_") :])]
         for t in targets:
             out[t][key] = float(value)
     return out

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fitkit.module import Module
 from fitkit.trainer import data
 from fitkit.trainer.eval_loop import run_validation
 from fitkit.trainer.hooks import overrides
 from fitkit.trainer.optimization import needs_closure
 from fitkit.trainer.state import RunningStage
-from fitkit.module import Module
 from fitkit.utilities.exceptions import FitkitTypeError, MisconfigurationError, invalid
 
 if TYPE_CHECKING:
@@ -31,11 +31,29 @@ _NULL_CONTEXT = contextlib.nullcontext()
 
 # The order hooks fire in during fit; `trainer.print_loop()` prints who runs at each.
 FIT_HOOK_ORDER = (
-    "prepare_data", "setup", "on_fit_start", "on_sanity_check_start", "on_validation_start",
-    "on_validation_epoch_start", "on_validation_batch_start", "on_validation_batch_end", "on_validation_epoch_end",
-    "on_validation_end", "on_sanity_check_end", "on_train_start", "on_train_epoch_start", "on_train_batch_start",
-    "on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad",
-    "on_train_batch_end", "on_train_epoch_end", "on_train_end", "on_fit_end", "teardown",
+    "prepare_data",
+    "setup",
+    "on_fit_start",
+    "on_sanity_check_start",
+    "on_validation_start",
+    "on_validation_epoch_start",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_validation_epoch_end",
+    "on_validation_end",
+    "on_sanity_check_end",
+    "on_train_start",
+    "on_train_epoch_start",
+    "on_train_batch_start",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_train_batch_end",
+    "on_train_epoch_end",
+    "on_train_end",
+    "on_fit_end",
+    "teardown",
 )
 
 
@@ -47,13 +65,21 @@ def run_fit(trainer: Trainer, train_dataloaders: Any, val_dataloaders: Any) -> N
     if not module.automatic_optimization:
         if trainer.accumulate_grad_batches != 1:
             raise MisconfigurationError(
-                invalid("accumulate_grad_batches", trainer.accumulate_grad_batches,
-                        "manual optimization accumulates however training_step says", "1 with automatic_optimization=False")
+                invalid(
+                    "accumulate_grad_batches",
+                    trainer.accumulate_grad_batches,
+                    "manual optimization accumulates however training_step says",
+                    "1 with automatic_optimization=False",
+                )
             )
         if trainer.gradient_clip_val:
             raise MisconfigurationError(
-                invalid("gradient_clip_val", trainer.gradient_clip_val, "manual optimization clips in training_step "
-                        "(call self.clip_gradients)", "None with automatic_optimization=False")
+                invalid(
+                    "gradient_clip_val",
+                    trainer.gradient_clip_val,
+                    "manual optimization clips in training_step (call self.clip_gradients)",
+                    "None with automatic_optimization=False",
+                )
             )
     for opt in trainer._optimization.optimizers:
         opt.zero_grad(set_to_none=True)
@@ -66,6 +92,9 @@ def run_fit(trainer: Trainer, train_dataloaders: Any, val_dataloaders: Any) -> N
         trainer._call("on_sanity_check_end")
     trainer.state.stage = RunningStage.TRAINING
     module.train()
+    # Cleared here and after each epoch (not at epoch start), so that what on_train_start
+    # and on_train_epoch_start log counts towards the epoch, as in Lightning.
+    trainer._results.reset_stage("train")
     trainer._call("on_train_start")
     deadline = time.monotonic() + trainer.max_time if trainer.max_time is not None else None
     while not _fit_done(trainer, deadline):
@@ -78,11 +107,17 @@ def _setup_loaders(trainer: Trainer, module: Module, train: Any, val: Any) -> No
     loader = data.resolve(train, trainer.datamodule, module, "train_dataloader")
     if loader is None:
         raise MisconfigurationError(
-            invalid("train_dataloaders", None, "fit() found no training data",
-                    "a DataLoader argument, a DataModule with train_dataloader(), or Module.train_dataloader()")
+            invalid(
+                "train_dataloaders",
+                None,
+                "fit() found no training data",
+                "a DataLoader argument, a DataModule with train_dataloader(), or Module.train_dataloader()",
+            )
         )
     if isinstance(loader, (list, tuple, Mapping)):
-        raise FitkitTypeError(invalid("train_dataloaders", type(loader).__name__, "fit() trains on one loader", "one iterable of batches"))
+        raise FitkitTypeError(
+            invalid("train_dataloaders", type(loader).__name__, "fit() trains on one loader", "one iterable of batches")
+        )
     if trainer.overfit_batches:
         loader = data.sequential_copy(loader)
     loader = trainer.strategy.process_dataloader(loader)
@@ -90,16 +125,29 @@ def _setup_loaders(trainer: Trainer, module: Module, train: Any, val: Any) -> No
     trainer.train_dataloader = loader
     trainer.num_training_batches = data.num_batches(loader, trainer.limits["train"], "limit_train_batches")
     if data.has_len(loader) and len(loader) == 0:
-        raise MisconfigurationError(invalid("train_dataloaders", loader, "the training loader yields no batches", "a loader with at least one batch"))
+        raise MisconfigurationError(
+            invalid(
+                "train_dataloaders", loader, "the training loader yields no batches", "a loader with at least one batch"
+            )
+        )
     vci = trainer.val_check_interval
     if isinstance(vci, int) and trainer.check_val_every_n_epoch is not None and vci > trainer.num_training_batches:
         raise MisconfigurationError(
-            invalid("val_check_interval", vci, f"it is larger than the {trainer.num_training_batches} training batches of an epoch",
-                    f"an int <= {trainer.num_training_batches}, a float in (0, 1], or check_val_every_n_epoch=None")
+            invalid(
+                "val_check_interval",
+                vci,
+                f"it is larger than the {trainer.num_training_batches} training batches of an epoch",
+                f"an int <= {trainer.num_training_batches}, a float in (0, 1], or check_val_every_n_epoch=None",
+            )
         )
     if isinstance(vci, float) and vci < 1.0 and trainer.num_training_batches == math.inf:
         raise MisconfigurationError(
-            invalid("val_check_interval", vci, "a fraction of an epoch needs a training loader with __len__", "an int or 1.0")
+            invalid(
+                "val_check_interval",
+                vci,
+                "a fraction of an epoch needs a training loader with __len__",
+                "an int or 1.0",
+            )
         )
     vals = data.as_list(data.resolve(val, trainer.datamodule, module, "val_dataloader"))
     vals = [trainer.strategy.process_dataloader(v) for v in vals]
@@ -112,11 +160,15 @@ def _setup_loaders(trainer: Trainer, module: Module, train: Any, val: Any) -> No
 
 
 def _validation_enabled(trainer: Trainer, module: Module) -> bool:
-    return bool(trainer.val_dataloaders) and any(trainer.num_val_batches) and overrides(module, Module, "validation_step")
+    return (
+        bool(trainer.val_dataloaders) and any(trainer.num_val_batches) and overrides(module, Module, "validation_step")
+    )
 
 
 def _fit_done(trainer: Trainer, deadline: float | None) -> bool:
     p = trainer.progress
+    if trainer.num_training_batches == 0:  # limit_train_batches=0: nothing to train (Lightning stops too)
+        return True
     if trainer.max_steps != -1 and p.global_step >= trainer.max_steps:
         return True
     if deadline is not None and time.monotonic() >= deadline:
@@ -154,32 +206,51 @@ def _extract_loss(output: Any) -> torch.Tensor | None:
         loss = output["loss"]
     else:
         raise FitkitTypeError(
-            invalid("training_step() result", output, "fitkit cannot find a loss in it",
-                    "a scalar loss tensor, a dict with a 'loss' tensor, or None to skip the batch")
+            invalid(
+                "training_step() result",
+                output,
+                "fitkit cannot find a loss in it",
+                "a scalar loss tensor, a dict with a 'loss' tensor, or None to skip the batch",
+            )
         )
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
         raise FitkitTypeError(
-            invalid("training_step() loss", shape, "the loss must be one number to call backward on",
-                    "a scalar tensor (e.g. loss.mean())")
+            invalid(
+                "training_step() loss",
+                shape,
+                "the loss must be one number to call backward on",
+                "a scalar tensor (e.g. loss.mean())",
+            )
         )
     return loss
 
 
 def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> None:
     strategy, precision, results, progress, call = (
-        trainer.strategy, trainer.strategy.precision, trainer._results, trainer.progress, trainer._call,
+        trainer.strategy,
+        trainer.strategy.precision,
+        trainer._results,
+        trainer.progress,
+        trainer._call,
     )
     hooks = trainer._hooks
+    # Resolved once: a hook nobody overrides costs one truth test per step, not a call.
     batch_start, batch_end = hooks["on_train_batch_start"], hooks["on_train_batch_end"]
+    before_backward, after_backward = hooks["on_before_backward"], hooks["on_after_backward"]
+    before_step, before_zero_grad = hooks["on_before_optimizer_step"], hooks["on_before_zero_grad"]
     automatic = module.automatic_optimization
     plan = trainer._optimization
-    optimizer = plan.optimizers[0] if automatic and plan.optimizers else None
+    optimizer: Any = plan.optimizers[0] if automatic and plan.optimizers else None
     closure_step = optimizer is not None and needs_closure(optimizer)
     if closure_step and trainer.accumulate_grad_batches != 1:
         raise MisconfigurationError(
-            invalid("accumulate_grad_batches", trainer.accumulate_grad_batches,
-                    f"{type(optimizer).__name__}.step needs a closure, which re-evaluates one batch", "1")
+            invalid(
+                "accumulate_grad_batches",
+                trainer.accumulate_grad_batches,
+                f"{type(optimizer).__name__}.step needs a closure, which re-evaluates one batch",
+                "1",
+            )
         )
     clip = bool(trainer.gradient_clip_val) or overrides(module, Module, "configure_gradient_clipping")
     step_schedulers = any(c.interval == "step" for c in plan.schedulers)
@@ -193,7 +264,6 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
     has_grads = False  # does the current accumulation window hold gradients?
 
     call("on_train_epoch_start")
-    results.reset_stage("train")
     progress.epoch_batches = 0
     for batch_idx, batch, is_last in data.with_last_flag(trainer.train_dataloader, trainer.num_training_batches):
         results.batch, results.batch_size = batch, None
@@ -206,29 +276,36 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
                 output = training_step(batch, batch_idx)
             progress.global_step += 1
         elif closure_step:
-            output = _closure_step(trainer, module, optimizer, batch, batch_idx, clip)  # type: ignore[arg-type]
+            output = _closure_step(trainer, module, optimizer, batch, batch_idx, clip)
         else:
             boundary = is_last or (batch_idx + 1) % accumulate == 0
             with _NULL_CONTEXT if boundary else strategy.no_sync():
                 with forward_context():
                     output = training_step(batch, batch_idx)
-                loss = _extract_loss(output)
+                # The usual case (a plain scalar tensor) skips _extract_loss's checks.
+                loss = output if type(output) is torch.Tensor and output.numel() == 1 else _extract_loss(output)
                 if loss is not None:
-                    call("on_before_backward", loss)
+                    if before_backward:
+                        call("on_before_backward", loss)
                     strategy.backward(loss / accumulate if accumulate > 1 else loss)
-                    call("on_after_backward")
+                    if after_backward:
+                        call("on_after_backward")
                     has_grads = True
             if boundary and has_grads:
-                precision.unscale_gradients(optimizer)  # type: ignore[arg-type]
-                call("on_before_optimizer_step", optimizer)
+                precision.unscale_gradients(optimizer)
+                if before_step:
+                    call("on_before_optimizer_step", optimizer)
                 if clip:
                     results.fx = "configure_gradient_clipping"
                     module.configure_gradient_clipping(
-                        optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm  # type: ignore[arg-type]
+                        optimizer,
+                        trainer.gradient_clip_val,
+                        trainer.gradient_clip_algorithm,
                     )
-                strategy.optimizer_step(optimizer)  # type: ignore[arg-type]
-                call("on_before_zero_grad", optimizer)
-                optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+                strategy.optimizer_step(optimizer)
+                if before_zero_grad:
+                    call("on_before_zero_grad", optimizer)
+                optimizer.zero_grad(set_to_none=True)
                 has_grads = False
                 progress.global_step += 1
                 if step_schedulers:
@@ -243,24 +320,44 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
             count = progress.total_batches if across_epochs else batch_idx + 1
             if count % val_every == 0:
                 _validate_mid_epoch(trainer, module)
-        if (trainer.max_steps != -1 and progress.global_step >= trainer.max_steps) or (
-            deadline is not None and time.monotonic() >= deadline
-        ) or (trainer.should_stop and _can_stop(trainer)):
+        if (
+            (trainer.max_steps != -1 and progress.global_step >= trainer.max_steps)
+            or (deadline is not None and time.monotonic() >= deadline)
+            or (trainer.should_stop and _can_stop(trainer))
+        ):
             break
     if progress.epoch_batches == 0 and trainer.num_training_batches == math.inf:
-        raise MisconfigurationError(invalid("train_dataloaders", trainer.train_dataloader, "the training loader yielded no batches", "a loader with at least one batch"))
+        raise MisconfigurationError(
+            invalid(
+                "train_dataloaders",
+                trainer.train_dataloader,
+                "the training loader yielded no batches",
+                "a loader with at least one batch",
+            )
+        )
+    if has_grads:
+        # A window cut short (on_train_batch_start returned -1) never stepped: drop its
+        # gradients, as Lightning does, rather than add them to next epoch's first step.
+        optimizer.zero_grad(set_to_none=True)
     if validation and val_at_end:
         _validate_mid_epoch(trainer, module)
+    # Reduce before the hook so on_train_epoch_end sees this epoch's aggregates (as in
+    # Lightning), and again after it for what the hook itself logged.
+    results.fx = None
+    logged = results.epoch_end("train")
     call("on_train_epoch_end")
     results.fx = None
-    trainer._log_to_loggers(results.epoch_end("train"), progress.global_step)
+    logged.update(results.epoch_end("train"))
+    results.reset_stage("train")
+    trainer._log_to_loggers(logged, progress.global_step)
     progress.current_epoch += 1
     if automatic:
         plan.step_schedulers("epoch", progress.current_epoch, results.callback_metrics)
 
 
-def _closure_step(trainer: Trainer, module: Module, optimizer: torch.optim.Optimizer, batch: Any,
-                  batch_idx: int, clip: bool) -> Any:
+def _closure_step(
+    trainer: Trainer, module: Module, optimizer: torch.optim.Optimizer, batch: Any, batch_idx: int, clip: bool
+) -> Any:
     """The automatic step for optimizers whose ``step`` must re-evaluate the loss (LBFGS)."""
     first: list[Any] = []
     call = trainer._call
@@ -273,18 +370,26 @@ def _closure_step(trainer: Trainer, module: Module, optimizer: torch.optim.Optim
         loss = _extract_loss(output)
         if loss is None:
             raise MisconfigurationError(
-                invalid("training_step() result", None, f"{type(optimizer).__name__} needs a loss on every call", "a loss tensor")
+                invalid(
+                    "training_step() result",
+                    None,
+                    f"{type(optimizer).__name__} needs a loss on every call",
+                    "a loss tensor",
+                )
             )
         call("on_before_backward", loss)
         trainer.strategy.backward(loss)
         call("on_after_backward")
-        if clip:
-            module.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
         if not first:
+            # Once per step (LBFGS evaluates the closure several times), after the first
+            # backward, so that, as in the plain step, the hook sees gradients, not None.
             first.append(output)
+            call("on_before_optimizer_step", optimizer)
+        if clip:
+            trainer._results.fx = "configure_gradient_clipping"
+            module.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
         return loss.detach()
 
-    call("on_before_optimizer_step", optimizer)
     trainer.strategy.optimizer_step(optimizer, closure)
     call("on_before_zero_grad", optimizer)
     optimizer.zero_grad(set_to_none=True)

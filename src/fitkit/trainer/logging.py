@@ -28,20 +28,42 @@ if TYPE_CHECKING:
 _STEP = (True, False)
 _EPOCH = (False, True)
 FX_DEFAULTS: dict[str, tuple[str, bool, bool]] = {
-    **{fx: ("train", *_STEP) for fx in (
-        "training_step", "on_train_batch_start", "on_train_batch_end", "on_before_backward",
-        "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad", "configure_gradient_clipping",
-    )},
+    **{
+        fx: ("train", *_STEP)
+        for fx in (
+            "training_step",
+            "on_train_batch_start",
+            "on_train_batch_end",
+            "on_before_backward",
+            "on_after_backward",
+            "on_before_optimizer_step",
+            "on_before_zero_grad",
+            "configure_gradient_clipping",
+        )
+    },
     **{fx: ("train", *_EPOCH) for fx in ("on_train_start", "on_train_epoch_start", "on_train_epoch_end")},
 }
 for _stage, _name in (("validate", "validation"), ("test", "test")):
-    for _fx in (f"{_name}_step", f"on_{_name}_batch_start", f"on_{_name}_batch_end", f"on_{_name}_start",
-                f"on_{_name}_epoch_start", f"on_{_name}_epoch_end"):
+    for _fx in (
+        f"{_name}_step",
+        f"on_{_name}_batch_start",
+        f"on_{_name}_batch_end",
+        f"on_{_name}_start",
+        f"on_{_name}_epoch_start",
+        f"on_{_name}_epoch_end",
+    ):
         FX_DEFAULTS[_fx] = (_stage, *_EPOCH)
 
 _REDUCE_NAMES: dict[Any, str] = {
-    "mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min",
-    torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min",
+    "mean": "mean",
+    "avg": "mean",
+    "sum": "sum",
+    "max": "max",
+    "min": "min",
+    torch.mean: "mean",
+    torch.sum: "sum",
+    torch.max: "max",
+    torch.min: "min",
 }
 # Past this many buffered step values an entry folds them into a running aggregate,
 # so a very long epoch keeps a bounded number of tensors alive.
@@ -52,12 +74,39 @@ class _Entry:
     """One logged name in one stage: its options and the values of this epoch."""
 
     __slots__ = (
-        "name", "key", "fx", "on_step", "on_epoch", "prog_bar", "logger", "reduce_fx", "reduce_arg",
-        "sync_dist", "values", "sizes", "partial", "partial_size", "metric", "step_key", "epoch_key",
+        "epoch_key",
+        "fx",
+        "key",
+        "logger",
+        "metric",
+        "metric_pending",
+        "name",
+        "on_epoch",
+        "on_step",
+        "partial",
+        "partial_size",
+        "prog_bar",
+        "reduce_arg",
+        "reduce_fx",
+        "sizes",
+        "step_key",
+        "sync_dist",
+        "values",
     )
 
-    def __init__(self, name: str, key: str, fx: str, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool,
-                 reduce_fx: str, reduce_arg: Any, sync_dist: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        key: str,
+        fx: str,
+        on_step: bool,
+        on_epoch: bool,
+        prog_bar: bool,
+        logger: bool,
+        reduce_fx: str,
+        reduce_arg: Any,
+        sync_dist: bool,
+    ) -> None:
         self.name, self.key, self.fx = name, key, fx
         self.on_step, self.on_epoch, self.prog_bar, self.logger = on_step, on_epoch, prog_bar, logger
         self.reduce_fx, self.reduce_arg, self.sync_dist = reduce_fx, reduce_arg, sync_dist
@@ -66,6 +115,9 @@ class _Entry:
         self.partial: torch.Tensor | None = None
         self.partial_size = 0
         self.metric: Any = None
+        # Whether the metric object was logged since its last compute(): epoch_end may run
+        # twice per epoch (before and after the epoch-end hook), and must compute it once.
+        self.metric_pending = False
         both = on_step and on_epoch
         base, suffix = _split_suffix(key)
         self.step_key = f"{base}_step{suffix}" if both else key
@@ -94,9 +146,11 @@ class _Entry:
     def epoch_value(self) -> torch.Tensor | None:
         """The epoch aggregate, or None when nothing was logged this epoch."""
         if self.metric is not None:
-            value = torch.as_tensor(self.metric.compute())
-            self.metric.reset()
-            return value
+            # Reset later, by Results.reset_stage, so epoch-end hooks still see the state.
+            if not self.metric_pending:
+                return None
+            self.metric_pending = False
+            return torch.as_tensor(self.metric.compute())
         if not self.values and self.partial is None:
             return None
         if self.values:
@@ -109,11 +163,27 @@ class _Entry:
 
 _REDUCERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"sum": torch.sum, "max": torch.max, "min": torch.min}
 _COMBINE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "sum": torch.add, "max": torch.maximum, "min": torch.minimum,
+    "sum": torch.add,
+    "max": torch.maximum,
+    "min": torch.minimum,
 }
 
 
 def _stack(values: list[Any]) -> torch.Tensor:
+    n = len(values)
+    # Fast path, the usual case (same-shape tensors on one device): one torch.stack
+    # instead of an as_tensor + reshape per value (about 0.3 us instead of 6 us a value).
+    # It yields the same numbers as the general path whenever each value reaches the
+    # result dtype by one direct cast: always for a float32/float64 result, and for other
+    # dtypes only when all values share it (int + float16 would round through float16).
+    try:
+        stacked: torch.Tensor | None = torch.stack(values)
+    except (TypeError, RuntimeError):  # Python numbers, or shapes/devices differ: the general path
+        stacked = None
+    if stacked is not None and stacked.numel() == n:
+        dtype = stacked.dtype
+        if dtype is torch.float64 or dtype is torch.float32 or all(v.dtype is dtype for v in values):
+            return stacked.reshape(n).to(torch.float64 if dtype is torch.float64 else torch.float32)
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     device = tensors[0].device if tensors else torch.device("cpu")
@@ -146,12 +216,22 @@ class Results:
         self.enabled = True
 
     # -- the per-step path -----------------------------------------------------------
-    def log(self, name: str, value: Any, prog_bar: bool, logger: bool, on_step: bool | None, on_epoch: bool | None,
-            reduce_fx: Any, sync_dist: bool, batch_size: int | None) -> None:
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool,
+        logger: bool,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: Any,
+        sync_dist: bool,
+        batch_size: int | None,
+    ) -> None:
         key = name + self.suffix if self.suffix else name
         fx = self.fx
         defaults = FX_DEFAULTS.get(fx) if fx is not None else None
-        if defaults is None:
+        if defaults is None or fx is None:
             raise FitkitRuntimeError(
                 f"self.log({name!r}, ...) was called from `{fx}`, where logging is not supported. Expected a call "
                 f"from one of: {', '.join(FX_DEFAULTS)}."
@@ -159,33 +239,65 @@ class Results:
         entries = self.stages[defaults[0]]
         entry = entries.get(key)
         if entry is None or entry.fx != fx:
-            entry = self._new_entry(entries, entry, name, key, fx, value, defaults, prog_bar, logger, on_step,
-                                    on_epoch, reduce_fx, sync_dist)
+            entry = self._new_entry(
+                entries,
+                entry,
+                name,
+                key,
+                fx,
+                value,
+                defaults,
+                prog_bar,
+                logger,
+                on_step,
+                on_epoch,
+                reduce_fx,
+                sync_dist,
+            )
         elif reduce_fx is not entry.reduce_arg and _REDUCE_NAMES.get(reduce_fx) != entry.reduce_fx:
             raise MisconfigurationError(
-                invalid(f"self.log({name!r}, reduce_fx=...)", reduce_fx,
-                        f"{name!r} was already logged with reduce_fx={entry.reduce_arg!r}", "one reduce_fx per name")
+                invalid(
+                    f"self.log({name!r}, reduce_fx=...)",
+                    reduce_fx,
+                    f"{name!r} was already logged with reduce_fx={entry.reduce_arg!r}",
+                    "one reduce_fx per name",
+                )
             )
         if not self.enabled:
             return
         if entry.metric is not None:
             entry.metric = value
+            entry.metric_pending = True
             if entry.on_step:
                 self.callback_metrics[entry.step_key] = torch.as_tensor(value.compute())
             return
         if isinstance(value, torch.Tensor):
             if value.numel() != 1:
                 raise MisconfigurationError(
-                    invalid(f"self.log({name!r}, value)", f"tensor of shape {tuple(value.shape)}",
-                            "only one number can be logged per name", "a scalar tensor or a Python number")
+                    invalid(
+                        f"self.log({name!r}, value)",
+                        f"tensor of shape {tuple(value.shape)}",
+                        "only one number can be logged per name",
+                        "a scalar tensor or a Python number",
+                    )
                 )
-            value = value.detach()
+            if value.grad_fn is None:
+                # Not the fresh result of an autograd op (a loss): it may be an accumulator
+                # or a view changed in place after this call, so keep a copy of its value.
+                value = value.detach().clone()
+            else:
+                value = value.detach()
         elif isinstance(value, (int, float)):
-            value = float(value)
+            # A tensor like every other logged value (what callback_metrics promises).
+            value = torch.tensor(float(value))
         else:
             raise FitkitTypeError(
-                invalid(f"self.log({name!r}, value)", value, "it is not numeric",
-                        "a scalar tensor, a Python number, or an object with update/compute/reset")
+                invalid(
+                    f"self.log({name!r}, value)",
+                    value,
+                    "it is not numeric",
+                    "a scalar tensor, a Python number, or an object with update/compute/reset",
+                )
             )
         if entry.on_step:
             cb = self.callback_metrics
@@ -203,50 +315,90 @@ class Results:
             if len(entry.values) >= _COMPACT_AT:
                 entry.compact()
 
-    def _new_entry(self, entries: dict[str, _Entry], old: _Entry | None, name: str, key: str, fx: str, value: Any,
-                   defaults: tuple[str, bool, bool], prog_bar: bool, logger: bool, on_step: bool | None,
-                   on_epoch: bool | None, reduce_fx: Any, sync_dist: bool) -> _Entry:
+    def _new_entry(
+        self,
+        entries: dict[str, _Entry],
+        old: _Entry | None,
+        name: str,
+        key: str,
+        fx: str,
+        value: Any,
+        defaults: tuple[str, bool, bool],
+        prog_bar: bool,
+        logger: bool,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: Any,
+        sync_dist: bool,
+    ) -> _Entry:
         if not isinstance(name, str) or not name:
             raise FitkitTypeError(invalid("self.log(name)", name, "the name must be a non-empty str", "a str"))
         reduce = _REDUCE_NAMES.get(reduce_fx) if not isinstance(reduce_fx, torch.Tensor) else None
         if reduce is None:
             raise MisconfigurationError(
-                invalid(f"self.log({name!r}, reduce_fx=...)", reduce_fx, "unknown reduction", "'mean', 'sum', 'max' or 'min'")
+                invalid(
+                    f"self.log({name!r}, reduce_fx=...)",
+                    reduce_fx,
+                    "unknown reduction",
+                    "'mean', 'sum', 'max' or 'min'",
+                )
             )
         if old is not None and old.reduce_fx != reduce:
             raise MisconfigurationError(
-                invalid(f"self.log({name!r}, reduce_fx=...)", reduce_fx,
-                        f"{name!r} was already logged with reduce_fx={old.reduce_arg!r}", "one reduce_fx per name")
+                invalid(
+                    f"self.log({name!r}, reduce_fx=...)",
+                    reduce_fx,
+                    f"{name!r} was already logged with reduce_fx={old.reduce_arg!r}",
+                    "one reduce_fx per name",
+                )
             )
         if isinstance(value, torch.Tensor) and value.is_complex():
-            raise FitkitTypeError(invalid(f"self.log({name!r}, value)", value, "complex values cannot be logged", "a real number"))
+            raise FitkitTypeError(
+                invalid(f"self.log({name!r}, value)", value, "complex values cannot be logged", "a real number")
+            )
         on_step = defaults[1] if on_step is None else bool(on_step)
         on_epoch = defaults[2] if on_epoch is None else bool(on_epoch)
         if not (on_step or on_epoch):
             raise MisconfigurationError(
-                invalid(f"self.log({name!r}, on_step=False, on_epoch=False)", (on_step, on_epoch),
-                        "the value would go nowhere", "on_step=True, on_epoch=True, or both")
+                invalid(
+                    f"self.log({name!r}, on_step=False, on_epoch=False)",
+                    (on_step, on_epoch),
+                    "the value would go nowhere",
+                    "on_step=True, on_epoch=True, or both",
+                )
             )
         entry = _Entry(name, key, fx, on_step, on_epoch, bool(prog_bar), bool(logger), reduce, reduce_fx, sync_dist)
         if _is_metric_object(value):
             entry.metric = value
         if old is not None:  # the same name from another hook: keep this epoch's values
-            entry.values, entry.sizes, entry.partial, entry.partial_size = old.values, old.sizes, old.partial, old.partial_size
+            entry.values, entry.sizes, entry.partial, entry.partial_size = (
+                old.values,
+                old.sizes,
+                old.partial,
+                old.partial_size,
+            )
         entries[key] = entry
         return entry
 
     # -- per-stage bookkeeping -----------------------------------------------------------
     def reset_stage(self, stage: str, forget: bool = False) -> None:
-        if forget:
-            self.stages[stage] = {}
+        """Clear ``stage``'s epoch values and reset its metric objects (``forget``: drop the entries too)."""
         for entry in self.stages[stage].values():
             entry.reset()
+            if entry.metric is not None:
+                entry.metric.reset()
+                entry.metric_pending = False
+        if forget:
+            self.stages[stage] = {}
 
     def step_metrics(self, stage: str = "train") -> dict[str, Any]:
         """The latest per-step values of ``stage`` meant for loggers."""
         cb = self.callback_metrics
-        return {e.step_key: cb[e.step_key] for e in self.stages[stage].values()
-                if e.on_step and e.logger and e.step_key in cb}
+        return {
+            e.step_key: cb[e.step_key]
+            for e in self.stages[stage].values()
+            if e.on_step and e.logger and e.step_key in cb
+        }
 
     def update_step_progress_bar(self, stage: str = "train") -> None:
         cb = self.callback_metrics

@@ -8,7 +8,7 @@ the fit loop; this module only says what to step and when.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,12 +66,14 @@ class OptimizationPlan:
 
 def monitored_value(config: SchedulerConfig, metrics: Mapping[str, Any]) -> Any:
     """The metric a ``ReduceLROnPlateau`` watches; a clear error when it was never logged."""
-    if config.monitor in metrics:
+    if config.monitor is not None and config.monitor in metrics:
         return metrics[config.monitor]
     if config.strict:
         raise MisconfigurationError(
             invalid(
-                "lr_scheduler['monitor']", config.monitor, "no metric of that name was logged",
+                "lr_scheduler['monitor']",
+                config.monitor,
+                "no metric of that name was logged",
                 f"one of the logged keys {sorted(metrics)} (or set 'strict': False to skip the step)",
             )
         )
@@ -125,30 +127,33 @@ def _add_dict(plan: OptimizationPlan, d: Mapping[str, Any]) -> None:
     unknown = set(d) - {"optimizer", "lr_scheduler", "monitor"}
     if unknown:
         raise MisconfigurationError(
-            invalid("configure_optimizers()", sorted(unknown), "unknown keys in the returned dict",
-                    "'optimizer', 'lr_scheduler' and 'monitor'")
+            invalid(
+                "configure_optimizers()",
+                sorted(unknown),
+                "unknown keys in the returned dict",
+                "'optimizer', 'lr_scheduler' and 'monitor'",
+            )
         )
     plan.optimizers.append(_check_optimizer(d["optimizer"]))
     if d.get("lr_scheduler") is not None:
-        config = _scheduler_config(d["lr_scheduler"])
-        if config.monitor is None:
-            config.monitor = d.get("monitor")
-        plan.schedulers.append(config)
+        # The dict's top-level 'monitor' (Lightning's form for a bare ReduceLROnPlateau)
+        # must be known before the config is validated.
+        plan.schedulers.append(_scheduler_config(d["lr_scheduler"], default_monitor=d.get("monitor")))
 
 
 def _check_optimizer(opt: Any) -> TorchOptimizer:
     if not isinstance(opt, TorchOptimizer):
-        raise FitkitTypeError(
-            invalid("configure_optimizers()", opt, "this is not a torch.optim.Optimizer", _FORMS)
-        )
+        raise FitkitTypeError(invalid("configure_optimizers()", opt, "this is not a torch.optim.Optimizer", _FORMS))
     return opt
 
 
-def _scheduler_config(s: Any) -> SchedulerConfig:
+def _scheduler_config(s: Any, default_monitor: str | None = None) -> SchedulerConfig:
     if isinstance(s, Mapping):
         if "scheduler" not in s:
             raise MisconfigurationError(
-                invalid("lr_scheduler", dict(s), "the dict has no 'scheduler' key", f"keys among {sorted(_SCHEDULER_KEYS)}")
+                invalid(
+                    "lr_scheduler", dict(s), "the dict has no 'scheduler' key", f"keys among {sorted(_SCHEDULER_KEYS)}"
+                )
             )
         unknown = set(s) - _SCHEDULER_KEYS
         if unknown:
@@ -158,16 +163,26 @@ def _scheduler_config(s: Any) -> SchedulerConfig:
         config = SchedulerConfig(**s)
     else:
         config = SchedulerConfig(scheduler=s)
+    if config.monitor is None:
+        config.monitor = default_monitor
     if not callable(getattr(config.scheduler, "step", None)):
         raise FitkitTypeError(invalid("lr_scheduler", config.scheduler, "it has no step() method", "an LR scheduler"))
     if config.interval not in ("epoch", "step"):
-        raise MisconfigurationError(invalid("lr_scheduler['interval']", config.interval, "unknown interval", "'epoch' or 'step'"))
+        raise MisconfigurationError(
+            invalid("lr_scheduler['interval']", config.interval, "unknown interval", "'epoch' or 'step'")
+        )
     if isinstance(config.frequency, bool) or not isinstance(config.frequency, int) or config.frequency < 1:
-        raise MisconfigurationError(invalid("lr_scheduler['frequency']", config.frequency, "it must be positive", "an int >= 1"))
+        raise MisconfigurationError(
+            invalid("lr_scheduler['frequency']", config.frequency, "it must be positive", "an int >= 1")
+        )
     if config.reduce_on_plateau and config.monitor is None:
         raise MisconfigurationError(
-            invalid("lr_scheduler['monitor']", None, "ReduceLROnPlateau steps on a metric",
-                    "the name of a logged metric, e.g. {'scheduler': s, 'monitor': 'val_loss'}")
+            invalid(
+                "lr_scheduler['monitor']",
+                None,
+                "ReduceLROnPlateau steps on a metric",
+                "the name of a logged metric, e.g. {'scheduler': s, 'monitor': 'val_loss'}",
+            )
         )
     return config
 
@@ -212,4 +227,3 @@ class Optimizer:
 
     def __repr__(self) -> str:
         return f"fitkit.Optimizer({self.optimizer!r})"
-

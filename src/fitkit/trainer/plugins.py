@@ -38,7 +38,8 @@ def select_accelerator(accelerator: str | Accelerator) -> Accelerator:
 def select_precision(precision: Any) -> Precision:
     if isinstance(precision, Precision):
         return precision
-    name = PRECISION_ALIASES.get(precision)
+    # An unhashable value (a list, say) is simply not a known name.
+    name = PRECISION_ALIASES.get(precision) if isinstance(precision, (str, int)) else None
     if name == "32-true":
         return Precision()
     raise MisconfigurationError(

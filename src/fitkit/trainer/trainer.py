@@ -19,7 +19,6 @@ from fitkit.callbacks.callback import Callback
 from fitkit.datamodule import DataModule
 from fitkit.module import Module
 from fitkit.trainer import arguments as args_
-from fitkit.trainer import data
 from fitkit.trainer.hooks import build_table, check_callbacks, describe
 from fitkit.trainer.logging import Results
 from fitkit.trainer.optimization import OptimizationPlan, Optimizer, build_plan
@@ -78,7 +77,9 @@ class Trainer:
         self.strategy = select_strategy(accelerator, devices, strategy, precision)
         self.fast_dev_run = args_.check_fast_dev_run(fast_dev_run)
         self.max_steps = args_.check_int("max_steps", max_steps, -1, "an int >= -1 (-1: no limit)")
-        max_epochs = args_.check_int("max_epochs", max_epochs, -1, "an int >= -1 (-1: no limit) or None", allow_none=True)
+        max_epochs = args_.check_int(
+            "max_epochs", max_epochs, -1, "an int >= -1 (-1: no limit) or None", allow_none=True
+        )
         if max_epochs is None:
             max_epochs = 1000 if self.max_steps == -1 else -1
         self.max_epochs: int = max_epochs
@@ -87,48 +88,84 @@ class Trainer:
         self.max_time = args_.parse_max_time(max_time)
         self.overfit_batches = args_.check_overfit_batches(overfit_batches)
         limits = {}
-        for stage, value in (("train", limit_train_batches), ("val", limit_val_batches),
-                             ("test", limit_test_batches), ("predict", limit_predict_batches)):
+        for stage, value in (
+            ("train", limit_train_batches),
+            ("val", limit_val_batches),
+            ("test", limit_test_batches),
+            ("predict", limit_predict_batches),
+        ):
             limits[stage] = 1.0 if value is None else args_.check_limit(f"limit_{stage}_batches", value)
         if self.overfit_batches:
             limits["train"] = limits["val"] = self.overfit_batches
-        self.val_check_interval = args_.check_val_check_interval(1.0 if val_check_interval is None else val_check_interval)
+        self.val_check_interval = args_.check_val_check_interval(
+            1.0 if val_check_interval is None else val_check_interval
+        )
         self.check_val_every_n_epoch = args_.check_int(
             "check_val_every_n_epoch", check_val_every_n_epoch, 1, "an int >= 1 or None", allow_none=True
         )
         if self.check_val_every_n_epoch is None and not isinstance(self.val_check_interval, int):
             raise MisconfigurationError(
-                invalid("check_val_every_n_epoch", None, "None counts validation across epochs, which needs a batch count",
-                        "an int val_check_interval with check_val_every_n_epoch=None")
+                invalid(
+                    "check_val_every_n_epoch",
+                    None,
+                    "None counts validation across epochs, which needs a batch count",
+                    "an int val_check_interval with check_val_every_n_epoch=None",
+                )
             )
         sanity = 2 if num_sanity_val_steps is None else num_sanity_val_steps
-        self.num_sanity_val_steps = args_.check_int("num_sanity_val_steps", sanity, -1, "an int >= -1 (-1: all batches)")
+        self.num_sanity_val_steps = args_.check_int(
+            "num_sanity_val_steps", sanity, -1, "an int >= -1 (-1: all batches)"
+        )
         self.log_every_n_steps = args_.check_int(
             "log_every_n_steps", 50 if log_every_n_steps is None else log_every_n_steps, 1, "an int >= 1"
         )
-        self.accumulate_grad_batches = args_.check_int("accumulate_grad_batches", accumulate_grad_batches, 1, "an int >= 1")
+        self.accumulate_grad_batches = args_.check_int(
+            "accumulate_grad_batches", accumulate_grad_batches, 1, "an int >= 1"
+        )
         if gradient_clip_val is not None and (
-            isinstance(gradient_clip_val, bool) or not isinstance(gradient_clip_val, (int, float)) or gradient_clip_val < 0
+            isinstance(gradient_clip_val, bool)
+            or not isinstance(gradient_clip_val, (int, float))
+            or gradient_clip_val < 0
         ):
-            raise MisconfigurationError(invalid("gradient_clip_val", gradient_clip_val, "it must be a number >= 0", "a float >= 0 or None"))
+            raise MisconfigurationError(
+                invalid("gradient_clip_val", gradient_clip_val, "it must be a number >= 0", "a float >= 0 or None")
+            )
         self.gradient_clip_val = gradient_clip_val
         self.gradient_clip_algorithm = args_.check_choice(
-            "gradient_clip_algorithm", "norm" if gradient_clip_algorithm is None else gradient_clip_algorithm, ("norm", "value")
+            "gradient_clip_algorithm",
+            "norm" if gradient_clip_algorithm is None else gradient_clip_algorithm,
+            ("norm", "value"),
         )
-        self.deterministic = deterministic if deterministic is None else args_.check_choice(
-            "deterministic", deterministic, (True, False, "warn")
+        self.deterministic = (
+            deterministic
+            if deterministic is None
+            else args_.check_choice("deterministic", deterministic, (True, False, "warn"))
         )
         self.benchmark = args_.check_bool("benchmark", benchmark, allow_none=True)
         self.inference_mode = args_.check_bool("inference_mode", inference_mode)
-        self.enable_checkpointing = args_.check_bool("enable_checkpointing", True if enable_checkpointing is None else enable_checkpointing)
-        self.enable_progress_bar = args_.check_bool("enable_progress_bar", True if enable_progress_bar is None else enable_progress_bar)
-        self.enable_model_summary = args_.check_bool("enable_model_summary", True if enable_model_summary is None else enable_model_summary)
+        self.enable_checkpointing = args_.check_bool(
+            "enable_checkpointing", True if enable_checkpointing is None else enable_checkpointing
+        )
+        self.enable_progress_bar = args_.check_bool(
+            "enable_progress_bar", True if enable_progress_bar is None else enable_progress_bar
+        )
+        self.enable_model_summary = args_.check_bool(
+            "enable_model_summary", True if enable_model_summary is None else enable_model_summary
+        )
         if not (logger is None or isinstance(logger, bool)):
-            raise FitkitTypeError(invalid("logger", logger, "logger objects arrive with fitkit.loggers (not yet released)", "True, False or None"))
+            raise FitkitTypeError(
+                invalid(
+                    "logger",
+                    logger,
+                    "logger objects arrive with fitkit.loggers (not yet released)",
+                    "True, False or None",
+                )
+            )
         self.loggers: list[Any] = []
         if self.fast_dev_run:
             n = self.fast_dev_run
             self.max_epochs, self.max_steps, self.num_sanity_val_steps, self.val_check_interval = 1, n, 0, 1.0
+            self.check_val_every_n_epoch = 1
             limits = dict.fromkeys(limits, n)
         self.limits = limits
         if callbacks is None:
@@ -253,7 +290,7 @@ class Trainer:
 
     # -- hooks: the one place they fire -------------------------------------------------
     def _call(self, name: str, *args: Any) -> Any:
-        """Run hook ``name``: callbacks in order, then the module. Returns the module's result."""
+        """Run hook ``name``: callbacks in order, then the module. Returns the last callable's result."""
         fns = self._hooks.get(name)
         result = None
         if fns:
@@ -300,18 +337,36 @@ class Trainer:
         self._start(model, datamodule, TrainerFn.FITTING)
         self._run(lambda: run_fit(self, train_dataloaders, val_dataloaders), "fit")
 
-    def validate(self, model: Module | None = None, dataloaders: Any = None, ckpt_path: str | None = None,
-                 verbose: bool = True, datamodule: DataModule | None = None) -> list[dict[str, float]]:
+    def validate(
+        self,
+        model: Module | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | None = None,
+        verbose: bool = True,
+        datamodule: DataModule | None = None,
+    ) -> list[dict[str, float]]:
         """Run one validation epoch; return one dict of metrics per loader."""
         return self._evaluate(model, dataloaders, ckpt_path, verbose, datamodule, TrainerFn.VALIDATING)
 
-    def test(self, model: Module | None = None, dataloaders: Any = None, ckpt_path: str | None = None,
-             verbose: bool = True, datamodule: DataModule | None = None) -> list[dict[str, float]]:
+    def test(
+        self,
+        model: Module | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | None = None,
+        verbose: bool = True,
+        datamodule: DataModule | None = None,
+    ) -> list[dict[str, float]]:
         """Run one test epoch; return one dict of metrics per loader."""
         return self._evaluate(model, dataloaders, ckpt_path, verbose, datamodule, TrainerFn.TESTING)
 
-    def predict(self, model: Module | None = None, dataloaders: Any = None, datamodule: DataModule | None = None,
-                return_predictions: bool = True, ckpt_path: str | None = None) -> list[Any] | None:
+    def predict(
+        self,
+        model: Module | None = None,
+        dataloaders: Any = None,
+        datamodule: DataModule | None = None,
+        return_predictions: bool = True,
+        ckpt_path: str | None = None,
+    ) -> list[Any] | None:
         """Run ``predict_step`` over the loader(s); return the outputs (a list per loader if several)."""
         from fitkit.trainer.eval_loop import run_predict
 
@@ -319,8 +374,15 @@ class Trainer:
         self._start(model, datamodule, TrainerFn.PREDICTING)
         return self._run(lambda: run_predict(self, dataloaders, return_predictions), "predict")
 
-    def _evaluate(self, model: Module | None, dataloaders: Any, ckpt_path: str | None, verbose: bool,
-                  datamodule: DataModule | None, fn: TrainerFn) -> list[dict[str, float]]:
+    def _evaluate(
+        self,
+        model: Module | None,
+        dataloaders: Any,
+        ckpt_path: str | None,
+        verbose: bool,
+        datamodule: DataModule | None,
+        fn: TrainerFn,
+    ) -> list[dict[str, float]]:
         from fitkit.trainer.eval_loop import run_evaluate
 
         self._reject_ckpt_path(ckpt_path)
@@ -331,18 +393,29 @@ class Trainer:
     def _reject_ckpt_path(self, ckpt_path: str | None) -> None:
         if ckpt_path is not None:
             raise MisconfigurationError(
-                invalid("ckpt_path", ckpt_path, "checkpoint loading arrives with fitkit's checkpointing release", "None")
+                invalid(
+                    "ckpt_path", ckpt_path, "checkpoint loading arrives with fitkit's checkpointing release", "None"
+                )
             )
 
     def _start(self, model: Module | None, datamodule: DataModule | None, fn: TrainerFn) -> None:
         module = model if model is not None else self.module
         if module is None:
-            raise MisconfigurationError(invalid("model", None, f"`{fn.value}` needs a model and none was fitted before", "a fitkit.Module"))
+            raise MisconfigurationError(
+                invalid("model", None, f"`{fn.value}` needs a model and none was fitted before", "a fitkit.Module")
+            )
         if not isinstance(module, Module):
-            raise FitkitTypeError(invalid("model", type(module).__name__, "it does not subclass fitkit.Module", "a fitkit.Module"))
+            raise FitkitTypeError(
+                invalid("model", type(module).__name__, "it does not subclass fitkit.Module", "a fitkit.Module")
+            )
         if datamodule is not None and not isinstance(datamodule, DataModule):
             raise FitkitTypeError(
-                invalid("datamodule", type(datamodule).__name__, "it does not subclass fitkit.DataModule", "a fitkit.DataModule")
+                invalid(
+                    "datamodule",
+                    type(datamodule).__name__,
+                    "it does not subclass fitkit.DataModule",
+                    "a fitkit.DataModule",
+                )
             )
         self.module = module
         self.datamodule = datamodule if datamodule is not None else self.datamodule if model is None else None
@@ -353,11 +426,14 @@ class Trainer:
 
     def _run(self, body: Callable[[], Any], stage: str) -> Any:
         previous_deterministic = torch.are_deterministic_algorithms_enabled()
+        previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
         previous_benchmark = torch.backends.cudnn.benchmark
         if self.deterministic is not None:
             torch.use_deterministic_algorithms(bool(self.deterministic), warn_only=self.deterministic == "warn")
         if self.benchmark is not None:
             torch.backends.cudnn.benchmark = self.benchmark
+        elif self.deterministic:  # as in Lightning: deterministic runs default to benchmark=False
+            torch.backends.cudnn.benchmark = False
         module = self.module
         assert module is not None
         try:
@@ -382,8 +458,12 @@ class Trainer:
                 self.datamodule.teardown(stage)
             self._call("teardown", stage)
             self.strategy.teardown()
-            torch.use_deterministic_algorithms(previous_deterministic)
-            torch.backends.cudnn.benchmark = previous_benchmark
+            # Restore only what we changed: torch.use_deterministic_algorithms imports
+            # torch._inductor (seconds), which a run that never asked for it must not pay.
+            if self.deterministic is not None:
+                torch.use_deterministic_algorithms(previous_deterministic, warn_only=previous_warn_only)
+            if self.benchmark is not None or self.deterministic:
+                torch.backends.cudnn.benchmark = previous_benchmark
         return result
 
     def _configure_optimizers(self, module: Module) -> None:
@@ -392,9 +472,12 @@ class Trainer:
         plan.wrapped = [Optimizer(opt, self) for opt in plan.optimizers]
         if module.automatic_optimization and len(plan.optimizers) > 1:
             raise MisconfigurationError(
-                invalid("configure_optimizers()", f"{len(plan.optimizers)} optimizers",
-                        "automatic optimization steps one optimizer",
-                        "one optimizer, or `self.automatic_optimization = False` to step several yourself")
+                invalid(
+                    "configure_optimizers()",
+                    f"{len(plan.optimizers)} optimizers",
+                    "automatic optimization steps one optimizer",
+                    "one optimizer, or `self.automatic_optimization = False` to step several yourself",
+                )
             )
         self._optimization = plan
 

@@ -40,7 +40,12 @@ def seed_everything(seed: int | None = None, workers: bool = True) -> int:
             rank_zero_warn(f"No seed given and ${_SEED_ENV} is unset: seeding with 0.")
             seed = 0
         else:
-            seed = int(env)
+            try:
+                seed = int(env)
+            except ValueError:
+                raise MisconfigurationError(
+                    invalid(_SEED_ENV, env, "the environment variable is not an integer", f"an int in [0, {_MAX_SEED}]")
+                ) from None
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
         raise MisconfigurationError(invalid("seed", seed, "it is out of range", f"an int in [0, {_MAX_SEED}]"))
     os.environ[_SEED_ENV] = str(seed)
