@@ -112,7 +112,7 @@ class Recorder(BoringModule):
         ({"benchmark": "yes"}, ["`benchmark='yes'`", "True or False"]),
         ({"inference_mode": 1}, ["`inference_mode=1`", "True or False"]),
         ({"enable_progress_bar": "no"}, ["`enable_progress_bar='no'`", "True or False"]),
-        ({"logger": "csv"}, ["`logger='csv'`", "True, False or None"]),
+        ({"logger": "csv"}, ["`logger='csv'`", "a fitkit Logger"]),
     ],
 )
 def test_trainer_argument_errors(kwargs: dict[str, Any], fragments: list[str]) -> None:

@@ -115,19 +115,23 @@ def seed_workers(loader: Any) -> None:
         loader.worker_init_fn = worker_init_function
 
 
-def with_last_flag(iterable: Iterable[Any], limit: int | float) -> Iterator[tuple[int, Any, bool]]:
+def with_last_flag(
+    iterable: Iterable[Any], limit: int | float, iterator: Iterator[Any] | None = None, start: int = 0
+) -> Iterator[tuple[int, Any, bool]]:
     """Yield ``(batch_idx, batch, is_last)`` for at most ``limit`` batches.
 
     When the loader's length is known, ``is_last`` is computed from the count; for
-    an iterable without length, one batch is read ahead to find the end.
+    an iterable without length, one batch is read ahead to find the end. A resumed
+    epoch passes the ``iterator`` it already advanced past ``start`` batches.
     """
-    if limit == 0:
+    if limit <= start:
         return
     sized = has_len(iterable)
-    iterator = iter(iterable)
+    if iterator is None:
+        iterator = iter(iterable)
     if limit != math.inf and sized:
         last = int(limit) - 1
-        for batch_idx in range(int(limit)):
+        for batch_idx in range(start, int(limit)):
             try:
                 batch = next(iterator)
             except StopIteration:
@@ -146,7 +150,7 @@ def with_last_flag(iterable: Iterable[Any], limit: int | float) -> Iterator[tupl
         current = next(iterator)
     except StopIteration:
         return
-    batch_idx = 0
+    batch_idx = start
     while batch_idx + 1 < limit:
         try:
             upcoming = next(iterator)
@@ -156,3 +160,24 @@ def with_last_flag(iterable: Iterable[Any], limit: int | float) -> Iterator[tupl
         current = upcoming
         batch_idx += 1
     yield batch_idx, current, True
+
+
+def skip_batches(iterator: Iterator[Any], count: int) -> int:
+    """Advance a fresh DataLoader iterator past ``count`` batches; return how many it skipped.
+
+    For a single-process ``DataLoader`` only the sampler's indices are drawn, so the
+    skipped batches are never loaded; otherwise (workers, plain iterables) they are
+    read and dropped, which is slower but gives the same position.
+    """
+    sampler_iter = getattr(iterator, "_sampler_iter", None)
+    single_process = type(iterator).__name__ == "_SingleProcessDataLoaderIter" and sampler_iter is not None
+    for skipped in range(count):
+        try:
+            if single_process:
+                next(sampler_iter)  # type: ignore[call-overload]
+                iterator._num_yielded += 1  # type: ignore[attr-defined]
+            else:
+                next(iterator)
+        except StopIteration:
+            return skipped
+    return count

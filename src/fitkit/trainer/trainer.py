@@ -19,6 +19,8 @@ from fitkit.callbacks.callback import Callback
 from fitkit.datamodule import DataModule
 from fitkit.module import Module
 from fitkit.trainer import arguments as args_
+from fitkit.loggers import Logger, resolve_loggers
+from fitkit.trainer.defaults import assemble_callbacks
 from fitkit.trainer.hooks import build_table, check_callbacks, describe
 from fitkit.trainer.logging import Results
 from fitkit.trainer.optimization import OptimizationPlan, Optimizer, build_plan
@@ -152,16 +154,6 @@ class Trainer:
         self.enable_model_summary = args_.check_bool(
             "enable_model_summary", True if enable_model_summary is None else enable_model_summary
         )
-        if not (logger is None or isinstance(logger, bool)):
-            raise FitkitTypeError(
-                invalid(
-                    "logger",
-                    logger,
-                    "logger objects arrive with fitkit.loggers (not yet released)",
-                    "True, False or None",
-                )
-            )
-        self.loggers: list[Any] = []
         if self.fast_dev_run:
             n = self.fast_dev_run
             self.max_epochs, self.max_steps, self.num_sanity_val_steps, self.val_check_interval = 1, n, 0, 1.0
@@ -172,8 +164,14 @@ class Trainer:
             callbacks = []
         elif isinstance(callbacks, Callback):
             callbacks = [callbacks]
-        self.callbacks: list[Callback] = check_callbacks(callbacks)
         self.default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else os.getcwd()
+        self.callbacks: list[Callback] = assemble_callbacks(
+            check_callbacks(callbacks),
+            enable_progress_bar=self.enable_progress_bar,
+            enable_model_summary=self.enable_model_summary,
+            enable_checkpointing=self.enable_checkpointing and not self.fast_dev_run,
+        )
+        self.loggers: list[Logger] = [] if self.fast_dev_run else resolve_loggers(logger, self.default_root_dir)
 
         self.state = TrainerState()
         self.progress = Progress()
