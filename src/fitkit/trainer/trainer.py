@@ -17,9 +17,9 @@ import torch
 
 from fitkit.callbacks.callback import Callback
 from fitkit.datamodule import DataModule
+from fitkit.loggers import Logger, resolve_loggers
 from fitkit.module import Module
 from fitkit.trainer import arguments as args_
-from fitkit.loggers import Logger, resolve_loggers
 from fitkit.trainer.defaults import assemble_callbacks
 from fitkit.trainer.hooks import build_table, check_callbacks, describe
 from fitkit.trainer.logging import Results
