@@ -174,7 +174,7 @@ def skip_batches(iterator: Iterator[Any], count: int) -> int:
     for skipped in range(count):
         try:
             if single_process:
-                next(sampler_iter)  # type: ignore[call-overload]
+                next(sampler_iter)  # type: ignore[arg-type]
                 iterator._num_yielded += 1  # type: ignore[attr-defined]
             else:
                 next(iterator)
