@@ -244,11 +244,20 @@ def test_evaluation_without_a_model(method: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["fit", "validate", "test", "predict"])
-def test_ckpt_path_is_not_supported_yet(method: str) -> None:
+def test_missing_ckpt_path_is_refused_before_training(method: str) -> None:
     model = Recorder()
     with pytest.raises(fk.FitkitError) as info:
-        getattr(_trainer(), method)(model, ckpt_path="last.ckpt")
-    _check(info.value, "`ckpt_path='last.ckpt'`", "Expected None")
+        getattr(_trainer(), method)(model, ckpt_path="missing.ckpt")
+    _check(info.value, "`ckpt_path='missing.ckpt'`", "no such file")
+    model.assert_untouched()
+
+
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_best_or_last_without_a_checkpoint_callback_is_refused(which: str) -> None:
+    model = Recorder()
+    with pytest.raises(fk.FitkitError) as info:
+        _trainer().fit(model, ckpt_path=which)
+    _check(info.value, f"`ckpt_path='{which}'`", "ModelCheckpoint")
     model.assert_untouched()
 
 

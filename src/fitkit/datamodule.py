@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+from typing_extensions import Self
 
 from fitkit.hparams import HyperparametersMixin
 
@@ -40,3 +43,21 @@ class DataModule(HyperparametersMixin):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | os.PathLike[str], **hparam_overrides: Any) -> Self:
+        """Build the DataModule from a checkpoint's saved hyperparameters and state.
+
+        Example::
+
+            dm = MyData.load_from_checkpoint("last.ckpt", batch_size=64)
+        """
+        from fitkit import checkpoint as ckpt_io
+        from fitkit.module import _construct
+
+        checkpoint = ckpt_io.load(checkpoint_path, map_location="cpu")
+        kwargs = {**checkpoint.get("datamodule_hyper_parameters", {}), **hparam_overrides}
+        dm = _construct(cls, kwargs)
+        if "datamodule" in checkpoint:
+            dm.load_state_dict(checkpoint["datamodule"])
+        return dm

@@ -8,11 +8,14 @@ that touch the run forward to the Trainer that is attached.
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
+from typing_extensions import Self
 
 from fitkit.hparams import HyperparametersMixin
 from fitkit.utilities.exceptions import FitkitRuntimeError
@@ -168,10 +171,39 @@ class Module(HyperparametersMixin, nn.Module):
     def on_predict_epoch_end(self) -> None: ...
     def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
     def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
     def on_before_backward(self, loss: torch.Tensor) -> None: ...
     def on_after_backward(self) -> None: ...
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None: ...
     def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None: ...
+
+    # -- checkpoints ------------------------------------------------------------------------
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | os.PathLike[str],
+        map_location: Any = None,
+        strict: bool = True,
+        **hparam_overrides: Any,
+    ) -> Self:
+        """Build the module from a checkpoint's saved hyperparameters and load its weights.
+
+        ``hparam_overrides`` replace saved ``__init__`` arguments. The file is read with
+        ``torch.load(weights_only=True)``.
+
+        Example::
+
+            model = MyModel.load_from_checkpoint("epoch=3-step=120.ckpt", map_location="cpu", lr=1e-4)
+        """
+        from fitkit import checkpoint as ckpt_io
+
+        checkpoint = ckpt_io.load(checkpoint_path, map_location=map_location)
+        kwargs = {**checkpoint.get("hyper_parameters", {}), **hparam_overrides}
+        model = _construct(cls, kwargs)
+        model.on_load_checkpoint(checkpoint)
+        model.load_state_dict(checkpoint["state_dict"], strict=strict)
+        return model
 
     # -- calls into the run ------------------------------------------------------------
     def log(
@@ -243,3 +275,14 @@ class Module(HyperparametersMixin, nn.Module):
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Gather ``tensor`` from every process (a leading dimension of world size)."""
         return self.trainer.strategy.all_gather(tensor)
+
+
+_T = TypeVar("_T")
+
+
+def _construct(cls: type[_T], kwargs: dict[str, Any]) -> _T:
+    """``cls(**kwargs)``, dropping saved hyperparameters ``__init__`` no longer accepts."""
+    params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return cls(**kwargs)

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fitkit.module import Module
-from fitkit.trainer import data
+from fitkit.trainer import checkpointing, data
 from fitkit.trainer.eval_loop import run_validation
-from fitkit.trainer.hooks import overrides
+from fitkit.trainer.hooks import CHECKPOINT_EPOCH_END, overrides
 from fitkit.trainer.optimization import needs_closure
 from fitkit.trainer.state import RunningStage
+from fitkit.utilities import rng
 from fitkit.utilities.exceptions import FitkitTypeError, MisconfigurationError, invalid
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ def run_fit(trainer: Trainer, train_dataloaders: Any, val_dataloaders: Any) -> N
     assert module is not None
     _setup_loaders(trainer, module, train_dataloaders, val_dataloaders)
     trainer._configure_optimizers(module)
+    if trainer._pending_checkpoint is not None:
+        checkpoint, trainer._pending_checkpoint = trainer._pending_checkpoint, None
+        checkpointing.restore_training_state(trainer, checkpoint)
     if not module.automatic_optimization:
         if trainer.accumulate_grad_batches != 1:
             raise MisconfigurationError(
@@ -242,19 +246,27 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
     automatic = module.automatic_optimization
     plan = trainer._optimization
     optimizer: Any = plan.optimizers[0] if automatic and plan.optimizers else None
+    loader = trainer.train_dataloader
+    resume, trainer._resume_point = trainer._resume_point, None
+    if resume is not None and not resume.epoch_batches:
+        # Resumed at an epoch boundary: continue the random streams where they stopped.
+        rng.restore(resume.rng_now, loader)
+
+    call("on_train_epoch_start")
+    # Read after the hook: callbacks (GradientAccumulationScheduler) may change it there.
+    accumulate = trainer.accumulate_grad_batches
     closure_step = optimizer is not None and needs_closure(optimizer)
-    if closure_step and trainer.accumulate_grad_batches != 1:
+    if closure_step and accumulate != 1:
         raise MisconfigurationError(
             invalid(
                 "accumulate_grad_batches",
-                trainer.accumulate_grad_batches,
+                accumulate,
                 f"{type(optimizer).__name__}.step needs a closure, which re-evaluates one batch",
                 "1",
             )
         )
     clip = bool(trainer.gradient_clip_val) or overrides(module, Module, "configure_gradient_clipping")
     step_schedulers = any(c.interval == "step" for c in plan.schedulers)
-    accumulate = trainer.accumulate_grad_batches
     log_every = trainer.log_every_n_steps
     val_every, val_at_end = _val_schedule(trainer)
     validation = _validation_enabled(trainer, module)
@@ -263,9 +275,21 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
     training_step = module.training_step
     has_grads = False  # does the current accumulation window hold gradients?
 
-    call("on_train_epoch_start")
-    progress.epoch_batches = 0
-    for batch_idx, batch, is_last in data.with_last_flag(trainer.train_dataloader, trainer.num_training_batches):
+    start = resume.epoch_batches if resume is not None and resume.epoch_rng is not None else 0
+    if start:
+        # Resumed mid-epoch: rebuild this epoch's order, skip what was already trained on
+        # (without loading it where the loader allows), then continue the random streams.
+        rng.restore(resume.epoch_rng, loader)  # type: ignore[union-attr,arg-type]
+        trainer._epoch_rng = resume.epoch_rng  # type: ignore[union-attr]
+        iterator = iter(loader)
+        start = data.skip_batches(iterator, start)
+        rng.restore(resume.rng_now, loader)  # type: ignore[union-attr]
+    else:
+        trainer._epoch_rng = rng.capture(loader)
+        iterator = None
+    progress.epoch_batches = start
+    batches = data.with_last_flag(loader, trainer.num_training_batches, iterator, start)
+    for batch_idx, batch, is_last in batches:
         results.batch, results.batch_size = batch, None
         batch = strategy.batch_to_device(batch)
         if batch_start and call("on_train_batch_start", batch, batch_idx) == -1:
@@ -310,10 +334,12 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
                 progress.global_step += 1
                 if step_schedulers:
                     plan.step_schedulers("step", progress.global_step, results.callback_metrics)
-        if batch_end:
-            call("on_train_batch_end", _batch_outputs(output), batch, batch_idx)
+        # Counted before the hook, so a checkpoint saved in it says this batch is done.
         progress.epoch_batches += 1
         progress.total_batches += 1
+        if batch_end:
+            trainer._window_has_grads = has_grads
+            call("on_train_batch_end", _batch_outputs(output), batch, batch_idx)
         if progress.total_batches % log_every == 0:
             _flush_step_logs(trainer)
         if validation and val_every is not None:
@@ -340,19 +366,31 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
         # gradients, as Lightning does, rather than add them to next epoch's first step.
         optimizer.zero_grad(set_to_none=True)
     if validation and val_at_end:
-        _validate_mid_epoch(trainer, module)
+        trainer.epoch_end_validation = True
+        try:
+            _validate_mid_epoch(trainer, module)
+        finally:
+            trainer.epoch_end_validation = False
     # Reduce before the hook so on_train_epoch_end sees this epoch's aggregates (as in
-    # Lightning), and again after it for what the hook itself logged.
+    # Lightning), and again after it for what the hook itself logged. Epoch schedulers step
+    # next, then checkpoint callbacks run: what they save is where the next epoch starts.
     results.fx = None
     logged = results.epoch_end("train")
     call("on_train_epoch_end")
     results.fx = None
     logged.update(results.epoch_end("train"))
+    if automatic:
+        plan.step_schedulers("epoch", progress.current_epoch + 1, results.callback_metrics)
+    trainer._epoch_finished = True
+    try:
+        call(CHECKPOINT_EPOCH_END)
+    finally:
+        trainer._epoch_finished = False
     results.reset_stage("train")
     trainer._log_to_loggers(logged, progress.global_step)
     progress.current_epoch += 1
-    if automatic:
-        plan.step_schedulers("epoch", progress.current_epoch, results.callback_metrics)
+    progress.epoch_batches = 0
+    trainer._epoch_rng = None  # a checkpoint from here on resumes at the next epoch's start
 
 
 def _closure_step(

@@ -11,9 +11,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fitkit.callbacks.callback import HOOKS, Callback
+from fitkit.callbacks.checkpoint import Checkpoint
 from fitkit.module import Module
 from fitkit.utilities.exceptions import FitkitTypeError, MisconfigurationError, invalid
 from fitkit.utilities.rank_zero import rank_zero_warn
+
+# The table key of the checkpoint callbacks' on_train_epoch_end (they run last, apart).
+CHECKPOINT_EPOCH_END = "on_train_epoch_end:checkpoint"
 
 # Module hooks the Trainer fires (step methods and configure_* are called directly).
 MODULE_HOOKS: tuple[str, ...] = tuple(
@@ -37,8 +41,6 @@ UNSUPPORTED_MODULE_HOOKS: tuple[str, ...] = (
     "on_predict_model_eval",
     "configure_callbacks",
     "configure_model",
-    "on_save_checkpoint",
-    "on_load_checkpoint",
 )
 
 
@@ -109,6 +111,10 @@ def build_table(
         if name in MODULE_HOOKS and overrides(module, Module, name):
             fns.append(getattr(module, name))
         table[name] = tuple(fns)
+    # Checkpoint callbacks close the epoch after the module's own hook (see fit_loop).
+    ckpt = [f for f in table["on_train_epoch_end"] if isinstance(_owner(f), Checkpoint)]
+    table[CHECKPOINT_EPOCH_END] = tuple(ckpt)
+    table["on_train_epoch_end"] = tuple(f for f in table["on_train_epoch_end"] if f not in ckpt)
     return table
 
 

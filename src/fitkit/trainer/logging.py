@@ -381,6 +381,58 @@ class Results:
         return entry
 
     # -- per-stage bookkeeping -----------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the metric dicts and the training epoch's buffered values.
+
+        Entries holding a metric object are left out (the object is the user's, and is
+        usually saved with the module's own state).
+        """
+        entries = {}
+        for key, e in self.stages["train"].items():
+            if e.metric is not None:
+                continue
+            if e.values:
+                e.compact()
+            entries[key] = {
+                "name": e.name,
+                "fx": e.fx,
+                "on_step": e.on_step,
+                "on_epoch": e.on_epoch,
+                "prog_bar": e.prog_bar,
+                "logger": e.logger,
+                "reduce_fx": e.reduce_fx,
+                "sync_dist": e.sync_dist,
+                "partial": e.partial,
+                "partial_size": e.partial_size,
+            }
+        return {
+            "callback_metrics": dict(self.callback_metrics),
+            "logged_metrics": dict(self.logged_metrics),
+            "progress_bar_metrics": dict(self.progress_bar_metrics),
+            "train_entries": entries,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.callback_metrics.update(state.get("callback_metrics", {}))
+        self.logged_metrics.update(state.get("logged_metrics", {}))
+        self.progress_bar_metrics.update(state.get("progress_bar_metrics", {}))
+        train = self.stages["train"]
+        for key, saved in state.get("train_entries", {}).items():
+            e = _Entry(
+                saved["name"],
+                key,
+                saved["fx"],
+                saved["on_step"],
+                saved["on_epoch"],
+                saved["prog_bar"],
+                saved["logger"],
+                saved["reduce_fx"],
+                saved["reduce_fx"],
+                saved["sync_dist"],
+            )
+            e.partial, e.partial_size = saved["partial"], saved["partial_size"]
+            train[key] = e
+
     def reset_stage(self, stage: str, forget: bool = False) -> None:
         """Clear ``stage``'s epoch values and reset its metric objects (``forget``: drop the entries too)."""
         for entry in self.stages[stage].values():

@@ -15,11 +15,13 @@ from typing import Any
 
 import torch
 
+from fitkit import checkpoint as ckpt_io
 from fitkit.callbacks.callback import Callback
 from fitkit.datamodule import DataModule
 from fitkit.loggers import Logger, resolve_loggers
 from fitkit.module import Module
 from fitkit.trainer import arguments as args_
+from fitkit.trainer import checkpointing
 from fitkit.trainer.defaults import assemble_callbacks
 from fitkit.trainer.hooks import build_table, check_callbacks, describe
 from fitkit.trainer.logging import Results
@@ -181,6 +183,13 @@ class Trainer:
         self._optimization = OptimizationPlan()
         self._results = Results(self)
         self._hooks: dict[str, tuple[Callable[..., Any], ...]] = {}
+        # Checkpoint and resume bookkeeping (see trainer/checkpointing.py and fit_loop.py).
+        self.epoch_end_validation = False
+        self._epoch_finished = False
+        self._window_has_grads = False
+        self._epoch_rng: dict[str, Any] | None = None
+        self._pending_checkpoint: dict[str, Any] | None = None
+        self._resume_point: checkpointing.ResumePoint | None = None
         self.train_dataloader: Any = None
         self.val_dataloaders: list[Any] = []
         self.test_dataloaders: list[Any] = []
@@ -308,6 +317,23 @@ class Trainer:
         print(text)
         return text
 
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self, filepath: str | os.PathLike[str], weights_only: bool = False) -> None:
+        """Write a checkpoint of the current state to ``filepath`` (atomically, on global rank zero).
+
+        ``weights_only=True`` keeps the weights, hyperparameters, epoch and step only.
+
+        Example::
+
+            trainer.save_checkpoint("model.ckpt")
+        """
+        if self.module is None:
+            raise FitkitRuntimeError("save_checkpoint() needs a module: call it during or after fit().")
+        checkpoint = checkpointing.dump(self, weights_only)
+        if self.is_global_zero:
+            ckpt_io.atomic_save(checkpoint, filepath)
+        self.strategy.barrier("save_checkpoint")
+
     # -- manual optimization -------------------------------------------------------------
     def _manual_backward(self, loss: torch.Tensor) -> None:
         self._call("on_before_backward", loss)
@@ -331,9 +357,8 @@ class Trainer:
         """Train ``model``. Loaders come from the arguments, the DataModule, or the model."""
         from fitkit.trainer.fit_loop import run_fit
 
-        self._reject_ckpt_path(ckpt_path)
         self._start(model, datamodule, TrainerFn.FITTING)
-        self._run(lambda: run_fit(self, train_dataloaders, val_dataloaders), "fit")
+        self._run(lambda: run_fit(self, train_dataloaders, val_dataloaders), "fit", ckpt_path)
 
     def validate(
         self,
@@ -368,9 +393,8 @@ class Trainer:
         """Run ``predict_step`` over the loader(s); return the outputs (a list per loader if several)."""
         from fitkit.trainer.eval_loop import run_predict
 
-        self._reject_ckpt_path(ckpt_path)
         self._start(model, datamodule, TrainerFn.PREDICTING)
-        return self._run(lambda: run_predict(self, dataloaders, return_predictions), "predict")
+        return self._run(lambda: run_predict(self, dataloaders, return_predictions), "predict", ckpt_path)
 
     def _evaluate(
         self,
@@ -383,19 +407,10 @@ class Trainer:
     ) -> list[dict[str, float]]:
         from fitkit.trainer.eval_loop import run_evaluate
 
-        self._reject_ckpt_path(ckpt_path)
         self._start(model, datamodule, fn)
-        return self._run(lambda: run_evaluate(self, dataloaders, fn.value, verbose), fn.value)
+        return self._run(lambda: run_evaluate(self, dataloaders, fn.value, verbose), fn.value, ckpt_path)
 
     # -- shared set-up and tear-down -----------------------------------------------------------
-    def _reject_ckpt_path(self, ckpt_path: str | None) -> None:
-        if ckpt_path is not None:
-            raise MisconfigurationError(
-                invalid(
-                    "ckpt_path", ckpt_path, "checkpoint loading arrives with fitkit's checkpointing release", "None"
-                )
-            )
-
     def _start(self, model: Module | None, datamodule: DataModule | None, fn: TrainerFn) -> None:
         module = model if model is not None else self.module
         if module is None:
@@ -422,7 +437,7 @@ class Trainer:
         self.should_stop = False
         self._hooks = build_table(self, module, self.callbacks)
 
-    def _run(self, body: Callable[[], Any], stage: str) -> Any:
+    def _run(self, body: Callable[[], Any], stage: str, ckpt_path: str | os.PathLike[str] | None = None) -> Any:
         previous_deterministic = torch.are_deterministic_algorithms_enabled()
         previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
         previous_benchmark = torch.backends.cudnn.benchmark
@@ -443,6 +458,12 @@ class Trainer:
                 self.datamodule.setup(stage)
             self._call("setup", stage)
             self.module = self.strategy.setup_module(module)  # type: ignore[assignment]
+            if ckpt_path is not None:
+                checkpoint = ckpt_io.load(checkpointing.resolve_path(self, ckpt_path), self.strategy.root_device)
+                checkpointing.load_module_state(self, checkpoint)
+                if stage == "fit":
+                    checkpointing.restore_callbacks(self, checkpoint)
+                    self._pending_checkpoint = checkpoint
             result = body()
             self.state.status = TrainerStatus.FINISHED
         except BaseException as exc:

@@ -1,0 +1,195 @@
+"""Exact resume: a run stopped and resumed from a checkpoint ends bitwise equal to an
+uninterrupted run (weights, optimizer and scheduler state, logged metrics), whether it
+stopped at an epoch boundary or in the middle of an epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import fitkit as fk
+
+
+class Net(fk.Module):
+    def __init__(self, scheduler: str = "step", lr: float = 0.02) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
+        self.steps_run = 0
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.steps_run += 1
+        x, y = batch
+        loss = nn.functional.mse_loss(self.net(x), y)
+        self.log("train_loss", loss, on_step=True, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+        if self.hparams.scheduler == "step":
+            return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.7)}
+        total = 7 * 4  # the full run's steps, also when the first half is fitted alone
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class Crash(Exception):
+    pass
+
+
+class SaveThenCrash(fk.Callback):
+    """Saves a checkpoint after training batch ``at`` (global count), then 'crashes'."""
+
+    def __init__(self, path: Path, at: int) -> None:
+        self.path, self.at = path, at
+
+    def on_train_batch_end(self, trainer: fk.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.progress.total_batches == self.at:
+            trainer.save_checkpoint(self.path)
+            raise Crash
+
+
+def data(own_generator: bool, num_workers: int = 0) -> tuple[DataLoader[Any], DataLoader[Any]]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 4, generator=g)
+    y = x.sum(1, keepdim=True) + 0.1 * torch.randn(40, 1, generator=g)
+    train_gen = torch.Generator().manual_seed(123) if own_generator else None
+    train = DataLoader(TensorDataset(x, y), batch_size=6, shuffle=True, generator=train_gen, num_workers=num_workers)
+    val = DataLoader(TensorDataset(x[:12], y[:12]), batch_size=4)
+    return train, val
+
+
+def trainer(**kwargs: Any) -> fk.Trainer:
+    kwargs.setdefault("max_epochs", 4)
+    return fk.Trainer(
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        log_every_n_steps=3,
+        **kwargs,
+    )
+
+
+def straight(scheduler: str, own_generator: bool, **kwargs: Any) -> tuple[Net, fk.Trainer]:
+    fk.seed_everything(7)
+    model = Net(scheduler)
+    t = trainer(**kwargs)
+    t.fit(model, *data(own_generator))
+    return model, t
+
+
+def assert_same_run(a: tuple[Net, fk.Trainer], b: tuple[Net, fk.Trainer]) -> None:
+    (ma, ta), (mb, tb) = a, b
+    for (name, pa), pb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    oa, ob = ta.optimizers[0].state_dict(), tb.optimizers[0].state_dict()
+    for key in oa["state"]:
+        assert torch.equal(oa["state"][key]["momentum_buffer"], ob["state"][key]["momentum_buffer"])
+    assert oa["param_groups"] == ob["param_groups"]
+    assert ta.lr_scheduler_configs[0].scheduler.state_dict() == tb.lr_scheduler_configs[0].scheduler.state_dict()
+    assert ta.global_step == tb.global_step and ta.current_epoch == tb.current_epoch
+    assert set(ta.logged_metrics) == set(tb.logged_metrics)
+    for key, value in ta.logged_metrics.items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(tb.logged_metrics[key])), key
+    for key, value in ta.callback_metrics.items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(tb.callback_metrics[key])), key
+
+
+@pytest.mark.parametrize("own_generator", [False, True], ids=["global-rng", "loader-generator"])
+@pytest.mark.parametrize("scheduler", ["step", "onecycle"])
+def test_resume_at_epoch_boundary_is_exact(tmp_path: Path, scheduler: str, own_generator: bool) -> None:
+    reference = straight(scheduler, own_generator)
+
+    fk.seed_everything(7)
+    first = Net(scheduler)
+    t1 = trainer(max_epochs=2)
+    t1.fit(first, *data(own_generator))
+    t1.save_checkpoint(tmp_path / "half.ckpt")
+
+    torch.manual_seed(999)  # the caller's RNG state at resume time must not matter
+    resumed = Net(scheduler)
+    t2 = trainer()
+    t2.fit(resumed, *data(own_generator), ckpt_path=tmp_path / "half.ckpt")
+    assert resumed.steps_run == reference[0].steps_run // 2
+    assert_same_run(reference, (resumed, t2))
+
+
+@pytest.mark.parametrize("own_generator", [False, True], ids=["global-rng", "loader-generator"])
+@pytest.mark.parametrize("at", [3, 9, 16])
+def test_resume_mid_epoch_is_exact_and_skips_seen_batches(tmp_path: Path, at: int, own_generator: bool) -> None:
+    reference = straight("onecycle", own_generator)
+    path = tmp_path / "mid.ckpt"
+
+    fk.seed_everything(7)
+    with pytest.raises(Crash):
+        trainer(callbacks=[SaveThenCrash(path, at)]).fit(Net("onecycle"), *data(own_generator))
+
+    torch.manual_seed(999)
+    resumed = Net("onecycle")
+    t2 = trainer()
+    t2.fit(resumed, *data(own_generator), ckpt_path=path)
+    assert resumed.steps_run == reference[0].steps_run - at  # seen batches are not trained on again
+    assert_same_run(reference, (resumed, t2))
+
+
+def test_resume_with_accumulation_and_workers(tmp_path: Path) -> None:
+    fk.seed_everything(7)
+    ref_model, ref_trainer = Net("step"), trainer(accumulate_grad_batches=2)
+    ref_trainer.fit(ref_model, *data(True, num_workers=1))
+    path = tmp_path / "acc.ckpt"
+    fk.seed_everything(7)
+    with pytest.raises(Crash):
+        trainer(accumulate_grad_batches=2, callbacks=[SaveThenCrash(path, 11)]).fit(Net("step"), *data(True, 1))
+    resumed, t2 = Net("step"), trainer(accumulate_grad_batches=2)
+    t2.fit(resumed, *data(True, num_workers=1), ckpt_path=path)
+    assert_same_run((ref_model, ref_trainer), (resumed, t2))
+
+
+def test_checkpoint_holds_plain_data_and_loads_weights_only(tmp_path: Path) -> None:
+    model, t = straight("step", False, max_epochs=1)
+    t.save_checkpoint(tmp_path / "a.ckpt")
+    ckpt = torch.load(tmp_path / "a.ckpt", weights_only=True)
+    for key in (
+        "fitkit_version",
+        "format_version",
+        "epoch",
+        "global_step",
+        "state_dict",
+        "optimizer_states",
+        "lr_schedulers",
+        "precision",
+        "progress",
+        "callbacks",
+        "hyper_parameters",
+        "loops",
+        "metrics",
+    ):
+        assert key in ckpt, key
+    assert ckpt["hyper_parameters"] == {"scheduler": "step", "lr": 0.02}
+    t.save_checkpoint(tmp_path / "w.ckpt", weights_only=True)
+    light = torch.load(tmp_path / "w.ckpt", weights_only=True)
+    assert "optimizer_states" not in light and set(light["state_dict"]) == set(model.state_dict())
+
+    loaded = Net.load_from_checkpoint(tmp_path / "a.ckpt", lr=0.5)
+    assert loaded.hparams.lr == 0.5 and loaded.hparams.scheduler == "step"
+    for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_validate_and_test_load_a_checkpoint_path(tmp_path: Path) -> None:
+    model, t = straight("step", False, max_epochs=1)
+    t.save_checkpoint(tmp_path / "a.ckpt")
+    expected = t.validate(model, data(False)[1], verbose=False)
+    fresh = Net()
+    got = trainer().validate(fresh, data(False)[1], ckpt_path=tmp_path / "a.ckpt", verbose=False)
+    assert got == expected
