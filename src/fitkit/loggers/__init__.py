@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Iterable
 from typing import Any
 
+from fitkit.loggers._common import share_versions
+from fitkit.loggers.csv_logs import CSVLogger
 from fitkit.loggers.logger import Logger
+from fitkit.loggers.tensorboard import TensorBoardLogger
 from fitkit.utilities.exceptions import FitkitTypeError, invalid
 
-__all__ = ["Logger", "resolve_loggers"]
+__all__ = ["CSVLogger", "Logger", "TensorBoardLogger", "resolve_loggers"]
 
 
 def resolve_loggers(logger: Any, default_root_dir: str) -> list[Logger]:
@@ -27,6 +32,7 @@ def resolve_loggers(logger: Any, default_root_dir: str) -> list[Logger]:
         loggers = list(logger)
         bad = [lg for lg in loggers if not isinstance(lg, Logger)]
         if not bad:
+            share_versions(loggers)
             return loggers
     raise FitkitTypeError(
         invalid("logger", logger, "it is not a Logger", "True, False, None, a fitkit Logger, or a list of Loggers")
@@ -34,5 +40,10 @@ def resolve_loggers(logger: Any, default_root_dir: str) -> list[Logger]:
 
 
 def _default_loggers(default_root_dir: str) -> list[Logger]:
-    # Filled in by the TensorBoard and CSV loggers: TensorBoard when installed, else CSV.
-    return []
+    """``logger=True``: TensorBoard when ``tensorboard`` is installed, else CSV, in ``<root>/fitkit_logs``."""
+    save_dir = os.fspath(default_root_dir)
+    return [TensorBoardLogger(save_dir) if _tensorboard_available() else CSVLogger(save_dir)]
+
+
+def _tensorboard_available() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None  # finds it without importing it

@@ -88,7 +88,12 @@ def run_fit(trainer: Trainer, train_dataloaders: Any, val_dataloaders: Any) -> N
     for opt in trainer._optimization.optimizers:
         opt.zero_grad(set_to_none=True)
     trainer.progress.epoch_batches = 0
+    for lg in trainer.loggers:
+        lg.log_hyperparams(module.hparams)
     trainer._call("on_fit_start")
+    example = getattr(module, "example_input_array", None)
+    for lg in trainer.loggers:
+        lg.log_graph(module, None if example is None else trainer.strategy.batch_to_device(example))
     if trainer.num_sanity_val_steps and trainer.val_dataloaders and _validation_enabled(trainer, module):
         trainer.state.stage = RunningStage.SANITY_CHECKING
         trainer._call("on_sanity_check_start")
@@ -388,6 +393,8 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
         trainer._epoch_finished = False
     results.reset_stage("train")
     trainer._log_to_loggers(logged, progress.global_step)
+    for lg in trainer.loggers:
+        lg.save()
     progress.current_epoch += 1
     progress.epoch_batches = 0
     trainer._epoch_rng = None  # a checkpoint from here on resumes at the next epoch's start

@@ -171,7 +171,7 @@ class Trainer:
             check_callbacks(callbacks),
             enable_progress_bar=self.enable_progress_bar,
             enable_model_summary=self.enable_model_summary,
-            enable_checkpointing=self.enable_checkpointing and not self.fast_dev_run,
+            enable_checkpointing=self.enable_checkpointing,
         )
         self.loggers: list[Logger] = [] if self.fast_dev_run else resolve_loggers(logger, self.default_root_dir)
 
@@ -189,6 +189,7 @@ class Trainer:
         self._window_has_grads = False
         self._epoch_rng: dict[str, Any] | None = None
         self._pending_checkpoint: dict[str, Any] | None = None
+        self.ckpt_path: str | None = None  # the checkpoint the last fit/validate/test/predict loaded
         self._resume_point: checkpointing.ResumePoint | None = None
         self.train_dataloader: Any = None
         self.val_dataloaders: list[Any] = []
@@ -263,6 +264,12 @@ class Trainer:
     @property
     def logger(self) -> Any:
         return self.loggers[0] if self.loggers else None
+
+    @property
+    def log_dir(self) -> str:
+        """The first logger's folder for this run, else ``default_root_dir``."""
+        log_dir = self.loggers[0].log_dir if self.loggers else None
+        return log_dir if log_dir is not None else self.default_root_dir
 
     @property
     def sanity_checking(self) -> bool:
@@ -458,17 +465,23 @@ class Trainer:
                 self.datamodule.setup(stage)
             self._call("setup", stage)
             self.module = self.strategy.setup_module(module)  # type: ignore[assignment]
+            self.ckpt_path = None
             if ckpt_path is not None:
-                checkpoint = ckpt_io.load(checkpointing.resolve_path(self, ckpt_path), self.strategy.root_device)
+                self.ckpt_path = checkpointing.resolve_path(self, ckpt_path)
+                checkpoint = ckpt_io.load(self.ckpt_path, self.strategy.root_device)
                 checkpointing.load_module_state(self, checkpoint)
                 if stage == "fit":
                     checkpointing.restore_callbacks(self, checkpoint)
                     self._pending_checkpoint = checkpoint
             result = body()
             self.state.status = TrainerStatus.FINISHED
+            for lg in self.loggers:
+                lg.finalize("success")
         except BaseException as exc:
             self.state.status = TrainerStatus.INTERRUPTED
             self._call("on_exception", exc)
+            for lg in self.loggers:
+                lg.finalize("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
             raise
         finally:
             self.state.stage = None
