@@ -193,3 +193,31 @@ def test_validate_and_test_load_a_checkpoint_path(tmp_path: Path) -> None:
     fresh = Net()
     got = trainer().validate(fresh, data(False)[1], ckpt_path=tmp_path / "a.ckpt", verbose=False)
     assert got == expected
+
+
+def test_last_in_a_new_trainer_picks_the_newest_file_of_an_explicit_dirpath(tmp_path: Path) -> None:
+    reference = straight("step", False)
+    fk.seed_everything(7)
+    ckpt_dir = tmp_path / "ckpts"
+    first = fk.Trainer(
+        max_epochs=2,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        log_every_n_steps=3,
+        callbacks=[fk.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True)],
+    )
+    first.fit(Net("step"), *data(False))
+    resumed = Net("step")
+    second = fk.Trainer(
+        max_epochs=4,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        log_every_n_steps=3,
+        callbacks=[fk.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True)],
+    )
+    second.fit(resumed, *data(False), ckpt_path="last")
+    assert second.ckpt_path is not None and second.ckpt_path.endswith("last.ckpt")
+    for a, b in zip(reference[0].state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -114,12 +114,18 @@ def resolve_path(trainer: Trainer, ckpt_path: str | os.PathLike[str]) -> str:
                 path = getattr(cb, "best_model_path", "") or ""  # no save_last: the newest best will do
             if path:
                 return str(path)
+        if ckpt_path == "last":  # a new Trainer: the newest file in an explicit dirpath
+            for cb in holders:
+                newest = _newest_checkpoint(getattr(cb, "dirpath", None))
+                if newest:
+                    return newest
         raise MisconfigurationError(
             invalid(
                 "ckpt_path",
                 ckpt_path,
                 f"no checkpoint callback has a {attr} yet",
-                "a path, or 'best'/'last' after a ModelCheckpoint saved something",
+                "a path; 'best'/'last' once a ModelCheckpoint of this Trainer saved something; or 'last' "
+                "with a ModelCheckpoint(dirpath=...) whose folder holds .ckpt files",
             )
         )
     return os.fspath(ckpt_path)
@@ -177,3 +183,10 @@ def restore_training_state(trainer: Trainer, checkpoint: Mapping[str, Any]) -> N
         epoch_rng=loops.get("epoch_rng"),
         rng_now=loops.get("rng", {}),
     )
+
+
+def _newest_checkpoint(dirpath: str | None) -> str | None:
+    if not dirpath or not os.path.isdir(dirpath):
+        return None
+    files = [os.path.join(dirpath, f) for f in os.listdir(dirpath) if f.endswith(".ckpt")]
+    return max(files, key=os.path.getmtime) if files else None

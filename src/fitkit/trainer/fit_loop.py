@@ -52,6 +52,7 @@ FIT_HOOK_ORDER = (
     "on_before_zero_grad",
     "on_train_batch_end",
     "on_train_epoch_end",
+    CHECKPOINT_EPOCH_END,
     "on_train_end",
     "on_fit_end",
     "teardown",
