@@ -67,7 +67,11 @@ def test_duration_forms(duration: Any, seconds: float | None) -> None:
     assert Timer(duration).duration == seconds
 
 
-@pytest.mark.parametrize("duration", ["1:00:00", "00:00:00:1", {"hourz": 1}, timedelta(seconds=-1)])
+def test_single_digit_fields_are_accepted_as_in_max_time() -> None:
+    assert Timer("00:00:00:1").duration == 1.0
+
+
+@pytest.mark.parametrize("duration", ["1:00:00", {"hourz": 1}, timedelta(seconds=-1)])
 def test_bad_durations(duration: Any) -> None:
     with pytest.raises(fk.MisconfigurationError, match="duration"):
         Timer(duration)

@@ -92,3 +92,18 @@ class Callback:
 HOOKS: frozenset[str] = frozenset(
     name for name in vars(Callback) if name.startswith("on_") or name in ("setup", "teardown")
 )
+
+
+def suggest_hooks(name: str, count: int = 3) -> list[str]:
+    """The ``count`` hook names closest to a misspelled ``name`` (by edit distance)."""
+    return sorted(HOOKS, key=lambda h: (_distance(h, name), h))[:count]
+
+
+def _distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fitkit.callbacks.callback import HOOKS, Callback
+from fitkit.callbacks.callback import HOOKS, Callback, suggest_hooks
 from fitkit.utilities.exceptions import FitkitTypeError, MisconfigurationError, invalid
 
 
@@ -44,7 +44,7 @@ class LambdaCallback(Callback):
     def __init__(self, **hooks: Callable[..., Any]) -> None:
         for name, fn in hooks.items():
             if name not in HOOKS:
-                close = sorted(HOOKS, key=lambda h: (_distance(h, name), h))[:3]
+                close = suggest_hooks(name)
                 raise MisconfigurationError(
                     invalid("LambdaCallback keyword", name, "this is not a hook the Trainer fires", f"one of {close}")
                 )
@@ -72,14 +72,3 @@ def _rebuild(cls: type[LambdaCallback], hooks: dict[str, Callable[..., Any]], st
     obj = cls(**hooks)
     obj.__dict__.update({k: v for k, v in state.items() if k != "hooks"})
     return obj
-
-
-def _distance(a: str, b: str) -> int:
-    """Edit distance, to suggest the hook a misspelled name meant."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]

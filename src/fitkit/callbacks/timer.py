@@ -8,13 +8,13 @@ budget instead of starting a new one.
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from fitkit.callbacks.callback import Callback
-from fitkit.utilities.exceptions import FitkitTypeError, MisconfigurationError, invalid
+from fitkit.trainer.arguments import parse_duration
+from fitkit.utilities.exceptions import MisconfigurationError, invalid
 from fitkit.utilities.rank_zero import rank_zero_print
 
 if TYPE_CHECKING:
@@ -22,28 +22,6 @@ if TYPE_CHECKING:
     from fitkit.trainer.trainer import Trainer
 
 _STAGES = ("train", "validate", "test", "predict")
-_DURATION = "a 'DD:HH:MM:SS' string, a datetime.timedelta, a dict of timedelta arguments, or None"
-
-
-def _parse_duration(duration: Any) -> float | None:
-    if duration is None:
-        return None
-    if isinstance(duration, str):
-        match = re.fullmatch(r"(\d+):(\d\d):(\d\d):(\d\d)", duration.strip())
-        if match is None:
-            raise MisconfigurationError(invalid("duration", duration, "it is not in the DD:HH:MM:SS format", _DURATION))
-        days, hours, minutes, seconds = (int(g) for g in match.groups())
-        duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    elif isinstance(duration, dict):
-        try:
-            duration = timedelta(**duration)
-        except TypeError as err:
-            raise MisconfigurationError(invalid("duration", duration, str(err), _DURATION)) from None
-    if not isinstance(duration, timedelta):
-        raise FitkitTypeError(invalid("duration", duration, "this type is not a duration", _DURATION))
-    if duration.total_seconds() < 0:
-        raise MisconfigurationError(invalid("duration", duration, "it is negative", "a duration >= 0"))
-    return duration.total_seconds()
 
 
 class Timer(Callback):
@@ -71,7 +49,7 @@ class Timer(Callback):
     def __init__(self, duration: Any = None, interval: str = "step", verbose: bool = True) -> None:
         if interval not in ("step", "epoch"):
             raise MisconfigurationError(invalid("interval", interval, "unknown interval", "'step' or 'epoch'"))
-        self._duration = _parse_duration(duration)
+        self._duration = parse_duration("duration", duration, allow_zero=True)
         self._interval = interval
         self._verbose = verbose
         self._start_time: dict[str, float | None] = dict.fromkeys(_STAGES)

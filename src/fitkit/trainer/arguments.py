@@ -97,26 +97,38 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
 _TIME_RE = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}):(\d{1,2})$")
 
 
-def parse_max_time(value: Any) -> float | None:
-    """``max_time`` as seconds: ``"DD:HH:MM:SS"``, a ``timedelta``, or a dict of timedelta keywords."""
+def parse_duration(argument: str, value: Any, allow_zero: bool = False) -> float | None:
+    """A duration in seconds from ``"DD:HH:MM:SS"``, a ``timedelta``, or a dict of timedelta keywords.
+
+    Example::
+
+        >>> parse_duration("max_time", "00:01:30:00")
+        5400.0
+    """
     if value is None:
         return None
-    expected = '"DD:HH:MM:SS", a datetime.timedelta, or a dict such as {"hours": 1}'
+    expected = '"DD:HH:MM:SS", a datetime.timedelta, a dict such as {"hours": 1}, or None'
     if isinstance(value, dt.timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, str):
         match = _TIME_RE.match(value.strip())
         if not match:
-            raise MisconfigurationError(invalid("max_time", value, "the string is not DD:HH:MM:SS", expected))
+            raise MisconfigurationError(invalid(argument, value, "the string is not DD:HH:MM:SS", expected))
         d, h, m, s = (int(g) for g in match.groups())
         seconds = dt.timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds()
     elif isinstance(value, Mapping):
         try:
             seconds = dt.timedelta(**value).total_seconds()
         except TypeError as err:
-            raise MisconfigurationError(invalid("max_time", value, str(err), expected)) from err
+            raise MisconfigurationError(invalid(argument, value, str(err), expected)) from err
     else:
-        raise FitkitTypeError(invalid("max_time", value, "unsupported type", expected))
-    if seconds <= 0:
-        raise MisconfigurationError(invalid("max_time", value, "the duration must be positive", expected))
+        raise FitkitTypeError(invalid(argument, value, "unsupported type", expected))
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        why = "the duration must not be negative" if allow_zero else "the duration must be positive"
+        raise MisconfigurationError(invalid(argument, value, why, expected))
     return seconds
+
+
+def parse_max_time(value: Any) -> float | None:
+    """``Trainer(max_time=...)`` in seconds (see :func:`parse_duration`)."""
+    return parse_duration("max_time", value)

@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fitkit.callbacks.callback import HOOKS, Callback
+from fitkit.callbacks.callback import HOOKS, Callback, suggest_hooks
 from fitkit.callbacks.checkpoint import Checkpoint
 from fitkit.module import Module
 from fitkit.utilities.exceptions import FitkitTypeError, MisconfigurationError, invalid
@@ -70,7 +70,7 @@ def check_callbacks(callbacks: Sequence[Any]) -> list[Callback]:
             )
         for name in dir(type(cb)):
             if name.startswith("on_") and name not in HOOKS and callable(getattr(cb, name, None)):
-                close = sorted(HOOKS, key=lambda h: (_distance(h, name), h))[:3]
+                close = suggest_hooks(name)
                 raise MisconfigurationError(
                     invalid(
                         f"{type(cb).__name__}.{name}",
@@ -81,16 +81,6 @@ def check_callbacks(callbacks: Sequence[Any]) -> list[Callback]:
                 )
         out.append(cb)
     return out
-
-
-def _distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def overrides(obj: object, base: type, name: str) -> bool:
