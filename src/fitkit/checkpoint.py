@@ -23,6 +23,7 @@ from fitkit.utilities.exceptions import FitkitRuntimeError, FitkitTypeError, Mis
 
 FORMAT_VERSION = 1
 _PLAIN = (str, int, float, bool, bytes, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN)
 
 
 def check_plain(obj: Any, where: str = "checkpoint") -> None:
@@ -48,6 +49,8 @@ def check_plain(obj: Any, where: str = "checkpoint") -> None:
             )
         )
     if isinstance(obj, (list, tuple)):
+        if all(type(item) in _PLAIN_TYPES for item in obj):  # e.g. an RNG state: 625 ints
+            return
         for i, item in enumerate(obj):
             check_plain(item, f"{where}[{i}]")
         return

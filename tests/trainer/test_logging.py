@@ -607,3 +607,36 @@ def test_callback_and_module_can_monitor_what_was_logged() -> None:
         values_loader([1.0, 3.0]),
     )
     assert seen == [2.0, 3.0]
+
+
+def test_progress_bar_metrics_show_the_latest_step_value_during_training() -> None:
+    """The bar reads progress_bar_metrics when it redraws: step values must not lag log_every_n_steps."""
+    seen: list[float] = []
+
+    class Probe(fk.Callback):
+        def on_train_batch_end(self, trainer: fk.Trainer, module: Any, outputs: Any, batch: Any, i: int) -> None:
+            seen.append(trainer.progress_bar_metrics["loss"])
+
+    class M(fk.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            self.log("loss", batch[0].sum(), prog_bar=True)
+            return (self.w * batch[0]).sum()
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(5.0)), batch_size=1)
+    fk.Trainer(
+        max_epochs=1,
+        log_every_n_steps=50,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        callbacks=[Probe()],
+    ).fit(M(), loader)
+    assert seen == [0.0, 1.0, 2.0, 3.0, 4.0]

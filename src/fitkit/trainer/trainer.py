@@ -222,7 +222,13 @@ class Trainer:
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
-        """Metrics logged with ``prog_bar=True``, as floats."""
+        """Metrics logged with ``prog_bar=True``, as floats (the latest step values included).
+
+        Reading it copies each value to the host, so the progress bar reads it only
+        when it redraws.
+        """
+        if self.training:
+            self._results.update_step_progress_bar("train")
         return {k: float(v) for k, v in self._results.progress_bar_metrics.items()}
 
     @property
