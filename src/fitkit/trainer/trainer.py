@@ -8,7 +8,6 @@ and ``eval_loop.py``; where the work runs is the Strategy's business; what
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,11 +26,12 @@ from fitkit.trainer.hooks import build_table, check_callbacks, describe
 from fitkit.trainer.logging import Results
 from fitkit.trainer.optimization import OptimizationPlan, Optimizer, build_plan
 from fitkit.trainer.plugins import select_strategy
-from fitkit.trainer.state import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
+from fitkit.trainer.state import Progress, TrainerFn, TrainerState, TrainerStatus
+from fitkit.trainer.views import TrainerViews
 from fitkit.utilities.exceptions import FitkitRuntimeError, FitkitTypeError, MisconfigurationError, invalid
 
 
-class Trainer:
+class Trainer(TrainerViews):
     """Runs training, validation, testing and prediction for a :class:`fitkit.Module`.
 
     Arguments follow PyTorch Lightning 2.x; see ``docs/getting-started.md`` for each.
@@ -200,113 +200,6 @@ class Trainer:
         self.num_sanity_val_batches: list[int | float] = []
         self.num_test_batches: list[int | float] = []
         self.num_predict_batches: list[int | float] = []
-
-    # -- read-only views ------------------------------------------------------------
-    @property
-    def current_epoch(self) -> int:
-        return self.progress.current_epoch
-
-    @property
-    def global_step(self) -> int:
-        return self.progress.global_step
-
-    @property
-    def callback_metrics(self) -> dict[str, Any]:
-        """Everything logged, latest values (tensors): what callbacks and schedulers monitor."""
-        return self._results.callback_metrics
-
-    @property
-    def logged_metrics(self) -> dict[str, Any]:
-        """What was sent (or would be sent) to loggers, latest values (tensors)."""
-        return self._results.logged_metrics
-
-    @property
-    def progress_bar_metrics(self) -> dict[str, float]:
-        """Metrics logged with ``prog_bar=True``, as floats (the latest step values included).
-
-        Reading it copies each value to the host, so the progress bar reads it only
-        when it redraws.
-        """
-        if self.training:
-            self._results.update_step_progress_bar("train")
-        return {k: float(v) for k, v in self._results.progress_bar_metrics.items()}
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return self._optimization.optimizers
-
-    @property
-    def lr_scheduler_configs(self) -> list[Any]:
-        return self._optimization.schedulers
-
-    @property
-    def precision(self) -> Any:
-        return self.strategy.precision
-
-    @property
-    def accelerator(self) -> Any:
-        return self.strategy.accelerator
-
-    @property
-    def world_size(self) -> int:
-        return self.strategy.world_size
-
-    @property
-    def global_rank(self) -> int:
-        return self.strategy.global_rank
-
-    @property
-    def local_rank(self) -> int:
-        return self.strategy.local_rank
-
-    @property
-    def node_rank(self) -> int:
-        return self.strategy.node_rank
-
-    @property
-    def is_global_zero(self) -> bool:
-        return self.strategy.is_global_zero
-
-    @property
-    def logger(self) -> Any:
-        return self.loggers[0] if self.loggers else None
-
-    @property
-    def log_dir(self) -> str:
-        """The first logger's folder for this run, else ``default_root_dir``."""
-        log_dir = self.loggers[0].log_dir if self.loggers else None
-        return log_dir if log_dir is not None else self.default_root_dir
-
-    @property
-    def sanity_checking(self) -> bool:
-        return self.state.stage == RunningStage.SANITY_CHECKING
-
-    @property
-    def training(self) -> bool:
-        return self.state.stage == RunningStage.TRAINING
-
-    @property
-    def validating(self) -> bool:
-        return self.state.stage == RunningStage.VALIDATING
-
-    @property
-    def testing(self) -> bool:
-        return self.state.stage == RunningStage.TESTING
-
-    @property
-    def predicting(self) -> bool:
-        return self.state.stage == RunningStage.PREDICTING
-
-    @property
-    def estimated_stepping_batches(self) -> int | float:
-        """Optimizer steps ``fit`` will take (``inf`` when unbounded); valid once loaders are known."""
-        per_epoch = self.num_training_batches
-        if per_epoch != math.inf:
-            per_epoch = math.ceil(per_epoch / self.accumulate_grad_batches)
-        total = math.inf if self.max_epochs == -1 else per_epoch * self.max_epochs
-        if self.max_steps != -1:
-            total = min(total, self.max_steps)
-        return total if total == math.inf else int(total)
 
     # -- hooks: the one place they fire -------------------------------------------------
     def _call(self, name: str, *args: Any) -> Any:
