@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import fitkit as fk
-from fitkit.testing import BoringModule, RandomDataset
+from fitkit.testing import BoringModule, RandomDataset, quiet_trainer
 
 BUILTIN_ERRORS = (ValueError, TypeError, RuntimeError)
 
@@ -27,16 +27,11 @@ BUILTIN_ERRORS = (ValueError, TypeError, RuntimeError)
 def _trainer(**kwargs: Any) -> fk.Trainer:
     defaults: dict[str, Any] = dict(
         max_epochs=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=False,
         num_sanity_val_steps=0,
         limit_train_batches=4,
         limit_val_batches=2,
     )
-    defaults.update(kwargs)
-    return fk.Trainer(**defaults)
+    return quiet_trainer(**{**defaults, **kwargs})
 
 
 def _check(err: BaseException, *fragments: str, house_format: bool = True) -> None:

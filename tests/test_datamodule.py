@@ -9,24 +9,19 @@ import torch
 from torch.utils.data import DataLoader
 
 import fitkit as fk
-from fitkit.testing import BoringModule, RandomDataset
+from fitkit.testing import BoringModule, RandomDataset, quiet_trainer
 
 
 def _trainer(**kwargs: Any) -> fk.Trainer:
     defaults: dict[str, Any] = dict(
         max_epochs=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=False,
         num_sanity_val_steps=0,
         limit_train_batches=2,
         limit_val_batches=1,
         limit_test_batches=1,
         limit_predict_batches=1,
     )
-    defaults.update(kwargs)
-    return fk.Trainer(**defaults)
+    return quiet_trainer(**{**defaults, **kwargs})
 
 
 class RecordingDataModule(fk.DataModule):

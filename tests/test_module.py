@@ -13,23 +13,18 @@ from torch import nn
 
 import fitkit as fk
 from fitkit.hparams import AttributeDict
-from fitkit.testing import BoringModule, RandomDataset
+from fitkit.testing import BoringModule, RandomDataset, quiet_trainer
 from fitkit.trainer.optimization import Optimizer
 
 
 def _trainer(**kwargs: Any) -> fk.Trainer:
     defaults: dict[str, Any] = dict(
         max_epochs=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=False,
         num_sanity_val_steps=0,
         limit_train_batches=3,
         limit_val_batches=1,
     )
-    defaults.update(kwargs)
-    return fk.Trainer(**defaults)
+    return quiet_trainer(**{**defaults, **kwargs})
 
 
 # -- save_hyperparameters --------------------------------------------------------------------------------

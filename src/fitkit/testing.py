@@ -1,4 +1,5 @@
-"""Small fixtures for tests and bug reports: :class:`BoringModule` and :class:`RandomDataset`.
+"""Small fixtures for tests and bug reports: :class:`BoringModule`, :class:`RandomDataset`
+and :func:`quiet_trainer`.
 
 Subclass ``BoringModule`` and override the one hook a test is about.
 """
@@ -12,6 +13,25 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from fitkit.module import Module
+from fitkit.trainer.trainer import Trainer
+
+_QUIET = {
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "enable_checkpointing": False,
+    "logger": False,
+}
+
+
+def quiet_trainer(**kwargs: Any) -> Trainer:
+    """A Trainer that draws, prints and writes nothing unless ``kwargs`` turn it back on.
+
+    Example::
+
+        >>> quiet_trainer(max_epochs=1).loggers
+        []
+    """
+    return Trainer(**{**_QUIET, **kwargs})
 
 
 class RandomDataset(Dataset[torch.Tensor]):

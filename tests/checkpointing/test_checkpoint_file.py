@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import fitkit as fk
 from fitkit import checkpoint as ckpt_io
+from fitkit.testing import quiet_trainer
 
 FIXTURE = Path(__file__).parent / "data" / "v1_checkpoint.ckpt"
 
@@ -32,14 +33,7 @@ class Tiny(fk.Module):
 
 def fitted(tmp_path: Path, **hparams: Any) -> fk.Trainer:
     torch.manual_seed(0)
-    t = fk.Trainer(
-        max_epochs=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=False,
-        default_root_dir=tmp_path,
-    )
+    t = quiet_trainer(max_epochs=1, default_root_dir=tmp_path)
     t.fit(Tiny(**hparams), DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4))
     return t
 

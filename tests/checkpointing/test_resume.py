@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import fitkit as fk
+from fitkit.testing import quiet_trainer
 
 
 class Net(fk.Module):
@@ -69,15 +70,7 @@ def data(own_generator: bool, num_workers: int = 0) -> tuple[DataLoader[Any], Da
 
 
 def trainer(**kwargs: Any) -> fk.Trainer:
-    kwargs.setdefault("max_epochs", 4)
-    return fk.Trainer(
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=False,
-        log_every_n_steps=3,
-        **kwargs,
-    )
+    return quiet_trainer(**{"max_epochs": 4, "log_every_n_steps": 3, **kwargs})
 
 
 def straight(scheduler: str, own_generator: bool, **kwargs: Any) -> tuple[Net, fk.Trainer]:

@@ -480,6 +480,3 @@ class Results:
             entry.reset()
         self.logged_metrics.update(logged)
         return logged
-
-    def epoch_keys(self, stage: str) -> list[str]:
-        return [e.epoch_key for e in self.stages[stage].values() if e.on_epoch]
