@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -48,6 +49,37 @@ def test_scalars_are_written_at_their_steps(tmp_path: Path) -> None:
     assert scalars(acc, "loss") == [(3, 0.5), (6, 0.25)]
     assert scalars(acc, "acc") == [(6, 0.75)]
     assert scalars(acc, "epoch") == [(3, 0.0), (6, 1.0)]
+
+
+def test_queued_scalars_reach_the_file_at_save_with_their_own_wall_time(tmp_path: Path) -> None:
+    import time
+
+    logger = TensorBoardLogger(tmp_path)
+    before = time.time()
+    logger.log_metrics({"loss": 0.5}, step=1)
+    logger.log_metrics({"loss": 0.25}, step=2)
+    time.sleep(0.3)
+    logger.save()  # the Trainer calls this at every epoch end
+    events = read(logger.log_dir).Scalars("loss")
+    assert [(e.step, e.value) for e in events] == [(1, 0.5), (2, 0.25)]
+    assert all(before <= e.wall_time < before + 0.25 for e in events)  # when logged, not when written
+
+
+def test_queue_is_handed_over_when_full_or_old(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fitkit.loggers import tensorboard
+
+    logger = TensorBoardLogger(tmp_path)
+    monkeypatch.setattr(tensorboard, "PENDING_LIMIT", 3)
+    logger.log_metrics({"a": 1.0, "b": 2.0}, step=0)
+    assert len(logger._pending) == 2
+    logger.log_metrics({"a": 3.0}, step=1)
+    assert logger._pending == []  # three waiting: handed to the writer
+    monkeypatch.setattr(tensorboard, "PENDING_LIMIT", 10_000)
+    monkeypatch.setattr(tensorboard, "PENDING_SECONDS", 0.0)
+    logger.log_metrics({"a": 4.0}, step=2)
+    assert logger._pending == []  # older than PENDING_SECONDS: handed over at once
+    logger.finalize("success")
+    assert scalars(read(logger.log_dir), "a") == [(0, 1.0), (1, 3.0), (2, 4.0)]
 
 
 def test_prefix_is_joined_with_a_dash(tmp_path: Path) -> None:
@@ -191,7 +223,11 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     logger = TensorBoardLogger(tmp_path)
     with pytest.raises(FitkitTypeError, match="'loss'"):
         logger.log_metrics({"loss": "high"}, 1)
+    with pytest.raises(FitkitTypeError, match="'loss'"):
+        logger.log_metrics({"loss": "0.5"}, 1)  # a numeric string is still not a number
+    logger.log_metrics({"loss": np.float32(0.5), "flag": True}, 1)  # NumPy scalars and bools are
     logger.finalize("failed")
+    assert scalars(read(logger.log_dir), "flag") == [(1, 1.0)]
 
 
 def test_import_fitkit_does_not_import_tensorboard() -> None:

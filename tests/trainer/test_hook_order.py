@@ -14,6 +14,7 @@ contract users write hooks against: update the expected list *and* the tables in
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -593,6 +594,20 @@ def test_print_loop_names_the_overriding_callback(capsys: pytest.CaptureFixture[
     # hooks it leaves alone do not mention it
     assert "EpochCounter" not in lines["on_train_epoch_end"]
     assert "EpochCounter" not in lines["on_fit_start"]
+
+
+def test_model_checkpoint_leaves_the_batch_loop_unless_it_saves_by_step() -> None:
+    from fitkit.callbacks import ModelCheckpoint
+
+    def batch_end_line(ckpt: ModelCheckpoint) -> str:
+        text = fitkit.Trainer(callbacks=[ckpt], **{**QUIET, "enable_checkpointing": True}).print_loop(BoringModule())
+        return next(line for line in text.splitlines() if line.split()[0] == "on_train_batch_end")
+
+    assert "ModelCheckpoint" not in batch_end_line(ModelCheckpoint())  # per epoch: no per-batch call
+    assert "ModelCheckpoint.on_train_batch_end" in batch_end_line(ModelCheckpoint(every_n_train_steps=2))
+    assert "ModelCheckpoint.on_train_batch_end" in batch_end_line(
+        ModelCheckpoint(train_time_interval=datetime.timedelta(seconds=5))
+    )
 
 
 def test_typo_hook_is_refused_at_trainer_init() -> None:

@@ -36,6 +36,14 @@ class Callback:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         pass
 
+    def _idle_hooks(self) -> frozenset[str]:
+        """Hooks this instance overrides but, with its current settings, never acts in.
+
+        The Trainer leaves them out of the loop (and out of ``print_loop``), so a
+        per-batch hook that would only return costs nothing per batch.
+        """
+        return frozenset()
+
     def setup(self, trainer: Trainer, module: Module, stage: str) -> None: ...
     def teardown(self, trainer: Trainer, module: Module, stage: str) -> None: ...
     def on_fit_start(self, trainer: Trainer, module: Module) -> None: ...

@@ -166,6 +166,9 @@ class ModelCheckpoint(Checkpoint):
             self._pending = False
             self._save(trainer, strict=False)
 
+    def _idle_hooks(self) -> frozenset[str]:
+        return frozenset() if self._step_triggers else frozenset({"on_train_batch_end"})
+
     def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
         if not self._step_triggers:
             return

@@ -94,9 +94,12 @@ def build_table(
     """Map each hook name to the callables to run: callbacks in order, then the module."""
     warn_unsupported_module_hooks(module)
     table: dict[str, tuple[Callable[..., Any], ...]] = {}
+    idle = [cb._idle_hooks() for cb in callbacks]
     for name in HOOKS | set(MODULE_HOOKS):
         fns: list[Callable[..., Any]] = [
-            functools.partial(getattr(cb, name), trainer, module) for cb in callbacks if overrides(cb, Callback, name)
+            functools.partial(getattr(cb, name), trainer, module)
+            for cb, skip in zip(callbacks, idle, strict=True)
+            if overrides(cb, Callback, name) and name not in skip
         ]
         if name in MODULE_HOOKS and overrides(module, Module, name):
             fns.append(getattr(module, name))
