@@ -632,3 +632,14 @@ def test_training_step_not_overridden() -> None:
     with pytest.raises(fk.FitkitError) as info:
         _trainer().fit(NoStep(), loader)
     _check(info.value, "NoStep", "training_step", house_format=False)
+
+
+def test_distributed_arguments_are_checked() -> None:
+    with pytest.raises(fk.MisconfigurationError, match="num_nodes"):
+        fk.Trainer(num_nodes=0)
+    with pytest.raises(fk.FitkitTypeError, match="use_distributed_sampler"):
+        fk.Trainer(use_distributed_sampler="yes")
+    with pytest.raises(fk.FitkitTypeError, match="sync_batchnorm"):
+        fk.Trainer(sync_batchnorm=1)
+    trainer = fk.Trainer(num_nodes=1, use_distributed_sampler=False, sync_batchnorm=False)
+    assert (trainer.num_nodes, trainer.use_distributed_sampler, trainer.sync_batchnorm) == (1, False, False)

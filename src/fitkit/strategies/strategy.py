@@ -9,7 +9,8 @@ processes. It never fires hooks: only the Trainer does.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -91,6 +92,37 @@ class Strategy:
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
         return self.precision.optimizer_step(optimizer, closure)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    # The Trainer builds and restores checkpoints through these, so a strategy whose
+    # parameters are sharded (FSDP) can gather them into, and scatter them out of, the
+    # plain full tensors a checkpoint holds.
+    def module_state_dict(self, module: nn.Module) -> dict[str, Any]:
+        """The full state dict of ``module``, with ``torch.compile`` prefixes removed."""
+        return {k.replace("_orig_mod.", ""): v for k, v in module.state_dict().items()}
+
+    def load_module_state_dict(self, module: nn.Module, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """Load a full state dict (as :meth:`module_state_dict` returns) into ``module``."""
+        module.load_state_dict(state_dict, strict=strict)
+
+    def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load_optimizer_state_dict(self, optimizer: torch.optim.Optimizer, state_dict: Mapping[str, Any]) -> None:
+        optimizer.load_state_dict(dict(state_dict))
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str | os.PathLike[str]) -> None:
+        """Write ``checkpoint`` atomically; only global rank zero writes."""
+        if self.is_global_zero:
+            from fitkit.checkpoint import atomic_save
+
+            atomic_save(checkpoint, filepath)
+
+    def load_checkpoint(self, filepath: str | os.PathLike[str]) -> dict[str, Any]:
+        """Read a checkpoint (``weights_only=True``) onto this process's device. Every rank reads."""
+        from fitkit.checkpoint import load
+
+        return load(filepath, map_location=self.root_device)
 
     # -- collectives (identity for one process) -------------------------------------
     def reduce(self, tensor: torch.Tensor, reduce_op: str = "mean") -> torch.Tensor:

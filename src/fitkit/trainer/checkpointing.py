@@ -33,11 +33,6 @@ class ResumePoint:
     rng_now: dict[str, Any]
 
 
-def clean_state_dict(module: Any) -> dict[str, Any]:
-    """The module's state dict with ``torch.compile`` prefixes removed."""
-    return {k.replace("_orig_mod.", ""): v for k, v in module.state_dict().items()}
-
-
 def _scheduler_state(scheduler: Any) -> dict[str, Any]:
     # Some schedulers keep functions in their state (LambdaLR's lambdas, older OneCycleLR's
     # anneal function); those are rebuilt by the constructor, so they stay out of the file.
@@ -49,12 +44,13 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
     module = trainer.module
     assert module is not None
     progress = trainer.progress
+    strategy = trainer.strategy
     epoch_finished = trainer._epoch_finished
     checkpoint: dict[str, Any] = {
         **ckpt_io.header(),
         "epoch": progress.current_epoch,
         "global_step": progress.global_step,
-        "state_dict": clean_state_dict(module),
+        "state_dict": trainer.strategy.module_state_dict(module),
         "hyper_parameters": dict(module.hparams),
     }
     if trainer.datamodule is not None:
@@ -72,7 +68,7 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
             )
         checkpoint.update(
             {
-                "optimizer_states": [opt.state_dict() for opt in trainer._optimization.optimizers],
+                "optimizer_states": [strategy.optimizer_state_dict(opt) for opt in trainer._optimization.optimizers],
                 "lr_schedulers": [_scheduler_state(c.scheduler) for c in trainer._optimization.schedulers],
                 "precision": trainer.strategy.precision.state_dict(),
                 "progress": progress_state,
@@ -136,7 +132,7 @@ def load_module_state(trainer: Trainer, checkpoint: Mapping[str, Any], strict: b
     module = trainer.module
     assert module is not None
     trainer._call("on_load_checkpoint", checkpoint)
-    module.load_state_dict(checkpoint["state_dict"], strict=strict)
+    trainer.strategy.load_module_state_dict(module, checkpoint["state_dict"], strict=strict)
     if trainer.datamodule is not None and "datamodule" in checkpoint:
         trainer.datamodule.load_state_dict(checkpoint["datamodule"])
 
@@ -171,7 +167,7 @@ def restore_training_state(trainer: Trainer, checkpoint: Mapping[str, Any]) -> N
             )
         )
     for opt, state in zip(plan.optimizers, saved_opts, strict=True):
-        opt.load_state_dict(state)
+        trainer.strategy.load_optimizer_state_dict(opt, state)
     for config, state in zip(plan.schedulers, saved_scheds, strict=True):
         config.scheduler.load_state_dict(state)
     trainer.strategy.precision.load_state_dict(checkpoint.get("precision", {}))

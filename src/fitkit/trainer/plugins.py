@@ -1,53 +1,28 @@
 """Turning the Trainer's ``accelerator``, ``devices``, ``strategy`` and ``precision``
 arguments into one Strategy object that holds an Accelerator and a Precision.
 
-This is the only place strings become plug-in objects: no registries, no connectors.
-Later device kinds, strategies and number formats add a branch here and a file in
-their package.
+This is the only place the three are put together: no registries, no connectors.
+``fitkit.accelerators.select`` turns ``accelerator`` into an Accelerator and
+``fitkit.precision.select`` turns ``precision`` into a Precision; this module picks
+the Strategy for ``devices``, ``num_nodes`` and ``strategy``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fitkit.accelerators.accelerator import Accelerator
-from fitkit.accelerators.cpu import CPUAccelerator
-from fitkit.precision.precision import Precision
+from fitkit.accelerators.select import select_accelerator
+from fitkit.precision.select import select_precision
 from fitkit.strategies.single_device import SingleDeviceStrategy
 from fitkit.strategies.strategy import Strategy
 from fitkit.utilities.exceptions import MisconfigurationError, invalid
 
-ACCELERATORS = ("auto", "cpu")
 STRATEGIES = ("auto", "single_device")
-# Lightning's aliases map onto the canonical names.
-PRECISION_ALIASES = {"32": "32-true", 32: "32-true", "32-true": "32-true"}
-PRECISIONS = ("32-true", "32")
 
 
-def select_accelerator(accelerator: str | Accelerator) -> Accelerator:
-    if isinstance(accelerator, Accelerator):
-        return accelerator
-    if isinstance(accelerator, str) and accelerator.lower() in ACCELERATORS:
-        # "auto" picks the best available kind; with CPU only, that is the CPU.
-        return CPUAccelerator()
-    raise MisconfigurationError(
-        invalid("accelerator", accelerator, "no such accelerator", f"one of {ACCELERATORS} or an Accelerator instance")
-    )
-
-
-def select_precision(precision: Any) -> Precision:
-    if isinstance(precision, Precision):
-        return precision
-    # An unhashable value (a list, say) is simply not a known name.
-    name = PRECISION_ALIASES.get(precision) if isinstance(precision, (str, int)) else None
-    if name == "32-true":
-        return Precision()
-    raise MisconfigurationError(
-        invalid("precision", precision, "no such precision", f"one of {PRECISIONS} or a Precision instance")
-    )
-
-
-def select_strategy(accelerator: Any, devices: Any, strategy: Any, precision: Any) -> Strategy:
+def select_strategy(
+    accelerator: Any, devices: Any, strategy: Any, precision: Any, num_nodes: int = 1, sync_batchnorm: bool = False
+) -> Strategy:
     """Build the Strategy for the Trainer's four plug-in arguments, validating each.
 
     Example::
@@ -56,7 +31,7 @@ def select_strategy(accelerator: Any, devices: Any, strategy: Any, precision: An
         device(type='cpu')
     """
     acc = select_accelerator(accelerator)
-    prec = select_precision(precision)
+    prec = select_precision(precision, acc)
     num_devices = acc.parse_devices(devices)
     if isinstance(strategy, Strategy):
         strategy.accelerator = strategy.accelerator or acc
@@ -66,7 +41,7 @@ def select_strategy(accelerator: Any, devices: Any, strategy: Any, precision: An
         raise MisconfigurationError(
             invalid("strategy", strategy, "no such strategy", f"one of {STRATEGIES} or a Strategy instance")
         )
-    if num_devices != 1:
+    if num_devices != 1 or num_nodes != 1:
         raise MisconfigurationError(
             invalid("devices", devices, "several processes need a distributed strategy, not yet available", "1")
         )

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from fitkit import checkpoint as ckpt_io
 from fitkit.callbacks.callback import Callback
 from fitkit.datamodule import DataModule
 from fitkit.loggers import Logger, resolve_loggers
@@ -50,6 +49,7 @@ class Trainer(TrainerViews):
         strategy: Any = "auto",
         devices: Any = "auto",
         precision: Any = "32-true",
+        num_nodes: int = 1,
         logger: Any = True,
         callbacks: Callback | Sequence[Callback] | None = None,
         fast_dev_run: int | bool = False,
@@ -76,9 +76,15 @@ class Trainer(TrainerViews):
         deterministic: bool | str | None = None,
         benchmark: bool | None = None,
         inference_mode: bool = True,
+        use_distributed_sampler: bool = True,
+        sync_batchnorm: bool = False,
         default_root_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.strategy = select_strategy(accelerator, devices, strategy, precision)
+        num_nodes = args_.check_int("num_nodes", num_nodes, 1, "an int >= 1")
+        self.use_distributed_sampler = args_.check_bool("use_distributed_sampler", use_distributed_sampler)
+        self.sync_batchnorm = args_.check_bool("sync_batchnorm", sync_batchnorm)
+        self.num_nodes = num_nodes
+        self.strategy = select_strategy(accelerator, devices, strategy, precision, num_nodes, self.sync_batchnorm)
         self.fast_dev_run = args_.check_fast_dev_run(fast_dev_run)
         self.max_steps = args_.check_int("max_steps", max_steps, -1, "an int >= -1 (-1: no limit)")
         max_epochs = args_.check_int(
@@ -236,8 +242,7 @@ class Trainer(TrainerViews):
         if self.module is None:
             raise FitkitRuntimeError("save_checkpoint() needs a module: call it during or after fit().")
         checkpoint = checkpointing.dump(self, weights_only)
-        if self.is_global_zero:
-            ckpt_io.atomic_save(checkpoint, filepath)
+        self.strategy.save_checkpoint(checkpoint, filepath)
         self.strategy.barrier("save_checkpoint")
 
     # -- manual optimization -------------------------------------------------------------
@@ -367,7 +372,7 @@ class Trainer(TrainerViews):
             self.ckpt_path = None
             if ckpt_path is not None:
                 self.ckpt_path = checkpointing.resolve_path(self, ckpt_path)
-                checkpoint = ckpt_io.load(self.ckpt_path, self.strategy.root_device)
+                checkpoint = self.strategy.load_checkpoint(self.ckpt_path)
                 checkpointing.load_module_state(self, checkpoint)
                 if stage == "fit":
                     checkpointing.restore_callbacks(self, checkpoint)
