@@ -38,6 +38,13 @@ class Precision:
         """Change the module's parameters to this format (no-op for 32-bit)."""
         return module
 
+    def convert_input(self, batch: Any) -> Any:
+        """Change a batch's floating-point tensors to this format (no-op for 32-bit).
+
+        Strategies call it only when a subclass overrides it, so 32-bit pays nothing.
+        """
+        return batch
+
     def forward_context(self) -> contextlib.AbstractContextManager[Any]:
         """The context every forward pass (training, eval and predict steps) runs in."""
         return _NULL_CONTEXT

@@ -41,5 +41,5 @@ class SingleDeviceStrategy(Strategy):
         if self._on_cpu:
             # Loaders already yield host tensors; a no-op `.to("cpu")` per tensor costs
             # about a microsecond each, so we skip the walk entirely.
-            return batch
+            return self._convert_input(batch)
         return super().batch_to_device(batch)

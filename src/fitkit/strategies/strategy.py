@@ -74,9 +74,17 @@ class Strategy:
         return dataloader
 
     def batch_to_device(self, batch: Any) -> Any:
+        """Move ``batch`` to this process's device, then let the precision convert it."""
         from fitkit.utilities.apply_func import move_data_to_device
 
-        return move_data_to_device(batch, self.root_device)
+        batch = move_data_to_device(batch, self.root_device)
+        return self._convert_input(batch)
+
+    def _convert_input(self, batch: Any) -> Any:
+        precision = self.precision
+        if type(precision).convert_input is Precision.convert_input:
+            return batch
+        return precision.convert_input(batch)
 
     def teardown(self) -> None:
         if self.accelerator is not None:
