@@ -8,12 +8,22 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean help
+LEGACY_VENV  := .venv-legacy
+LEGACY_PY    := $(LEGACY_VENV)/bin/python
+LEGACY_STAMP := $(LEGACY_VENV)/.installed
+XLA_VENV     := .venv-xla
+XLA_PY       := $(XLA_VENV)/bin/python
+XLA_STAMP    := $(XLA_VENV)/.installed
+TEST_DEPS    := pytest pytest-timeout hypothesis scikit-learn pyyaml tensorboard
+
+.PHONY: demo test test-legacy test-xla lint typecheck bench clean help
 
 help:
-	@echo "make demo  - create .venv if absent, install fitkit, train the quickstart example"
-	@echo "make test  - create or update .venv, run the test suite (plus ruff and mypy)"
-	@echo "make bench - run the overhead and import-time benchmarks"
+	@echo "make demo        - create .venv if absent, install fitkit, train the quickstart example"
+	@echo "make test        - create or update .venv, run the test suite (plus ruff and mypy)"
+	@echo "make test-legacy - the suite on torch 2.3.0 + torchvision 0.18.0 + torchtext 0.18.0 (.venv-legacy)"
+	@echo "make test-xla    - the XLA tests and a core subset on torch 2.9.0 + torch_xla 2.9.0 (.venv-xla)"
+	@echo "make bench       - run the overhead and import-time benchmarks"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,5 +54,30 @@ bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/import_time.py
 
+# -- extra lanes: each its own venv, pinned by its own constraints file ---------------------
+$(LEGACY_PY):
+	$(PYTHON) -m venv $(LEGACY_VENV)
+
+$(LEGACY_STAMP): $(LEGACY_PY) pyproject.toml constraints-legacy.txt
+	$(LEGACY_PY) -m pip install -q --upgrade pip
+	$(LEGACY_PY) -m pip install -q -c constraints-legacy.txt torch==2.3.0 torchvision==0.18.0 torchtext==0.18.0
+	$(LEGACY_PY) -m pip install -q -c constraints-legacy.txt -e . $(TEST_DEPS)
+	touch $(LEGACY_STAMP)
+
+test-legacy: $(LEGACY_STAMP)
+	$(LEGACY_PY) -m pytest -q -p no:cacheprovider -m "not gpu and not xla"
+
+$(XLA_PY):
+	$(PYTHON) -m venv $(XLA_VENV)
+
+$(XLA_STAMP): $(XLA_PY) pyproject.toml constraints-xla.txt
+	$(XLA_PY) -m pip install -q --upgrade pip
+	$(XLA_PY) -m pip install -q -c constraints-xla.txt torch==2.9.0 torch_xla==2.9.0
+	$(XLA_PY) -m pip install -q -c constraints-xla.txt -e . $(TEST_DEPS)
+	touch $(XLA_STAMP)
+
+test-xla: $(XLA_STAMP)
+	PJRT_DEVICE=CPU $(XLA_PY) -m pytest -q -p no:cacheprovider -m "xla"
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LEGACY_VENV) $(XLA_VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -81,7 +81,7 @@ class Recorder(BoringModule):
         ({"devices": 0}, ["`devices=0`", ">= 1"]),
         ({"devices": -3}, ["`devices=-3`", ">= 1"]),
         ({"devices": "two"}, ["`devices='two'`", ">= 1"]),
-        ({"devices": 2}, ["`devices=2`", "Expected 1"]),
+        ({"devices": 2, "strategy": "single_device"}, ["`strategy='single_device'`", "devices=2", "ddp"]),
         ({"limit_train_batches": -1}, ["`limit_train_batches=-1`", "[0.0, 1.0]"]),
         ({"limit_train_batches": 1.5}, ["`limit_train_batches=1.5`", "[0.0, 1.0]"]),
         ({"limit_val_batches": "all"}, ["`limit_val_batches='all'`", "[0.0, 1.0]"]),

@@ -271,6 +271,7 @@ def test_epoch_and_step_when_detached() -> None:
     model = BoringModule()
     assert model.current_epoch == 0
     assert model.global_step == 0
+    assert model.global_rank == 0 and model.local_rank == 0
 
 
 def test_epoch_and_step_during_fit() -> None:

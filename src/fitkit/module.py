@@ -72,6 +72,16 @@ class Module(HyperparametersMixin, nn.Module):
         return torch.device("cpu")
 
     @property
+    def global_rank(self) -> int:
+        """This process's rank among all processes of the run (0 when detached or alone)."""
+        return self._trainer.global_rank if self._trainer is not None else 0
+
+    @property
+    def local_rank(self) -> int:
+        """This process's rank on its machine (0 when detached or alone)."""
+        return self._trainer.local_rank if self._trainer is not None else 0
+
+    @property
     def current_epoch(self) -> int:
         """The Trainer's current epoch (0 when detached)."""
         return self._trainer.current_epoch if self._trainer is not None else 0
@@ -135,6 +145,14 @@ class Module(HyperparametersMixin, nn.Module):
         """Clip the gradients of ``optimizer``'s parameters by norm (default) or value."""
         if not gradient_clip_val:
             return
+        if self._trainer is not None:
+            # Clip the true gradients: a gradient scaler ("16-mixed") unscales them here,
+            # once per step (the automatic step has already done it: then this is a no-op).
+            # self.optimizers() hands out wrappers; the scaler knows the torch optimizer inside.
+            raw = optimizer
+            if not isinstance(raw, torch.optim.Optimizer):
+                raw = getattr(optimizer, "optimizer", optimizer)
+            self._trainer.strategy.precision.unscale_gradients(raw)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if gradient_clip_algorithm == "value":
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
@@ -197,12 +215,13 @@ class Module(HyperparametersMixin, nn.Module):
             model = MyModel.load_from_checkpoint("epoch=3-step=120.ckpt", map_location="cpu", lr=1e-4)
         """
         from fitkit import checkpoint as ckpt_io
+        from fitkit.utilities.compile import load_state_dict
 
         checkpoint = ckpt_io.load(checkpoint_path, map_location=map_location)
         kwargs = {**checkpoint.get("hyper_parameters", {}), **hparam_overrides}
         model = _construct(cls, kwargs)
         model.on_load_checkpoint(checkpoint)
-        model.load_state_dict(checkpoint["state_dict"], strict=strict)
+        load_state_dict(model, checkpoint["state_dict"], strict=strict)  # compiled submodules too
         return model
 
     # -- calls into the run ------------------------------------------------------------

@@ -109,6 +109,21 @@ def test_without_monitor_the_newest_is_the_best(tmp_path: Path, save_top_k: int)
     assert ck.best_model_score is None
 
 
+class FolderCheckpoints(fk.strategies.SingleDeviceStrategy):
+    """Writes each checkpoint as a folder, as a sharded (FSDP) checkpoint is."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any) -> None:
+        os.makedirs(filepath)
+        ckpt_io.atomic_save(checkpoint, os.path.join(filepath, "meta.ckpt"))
+
+
+def test_replaced_folder_checkpoints_are_removed(tmp_path: Path) -> None:
+    ck = ModelCheckpoint(tmp_path / "ckpts", save_top_k=1)
+    fit(tmp_path, [ck], max_epochs=3, val=0, strategy=FolderCheckpoints())
+    assert names(tmp_path / "ckpts") == {"epoch=2-step=12.ckpt"}
+    assert names(tmp_path / "ckpts" / "epoch=2-step=12.ckpt") == {"meta.ckpt"}
+
+
 def test_nan_scores_rank_worst(tmp_path: Path) -> None:
     ck = ModelCheckpoint(tmp_path, filename="{epoch}", monitor="val_loss", save_top_k=2)
     fit(tmp_path, [ck], Scored([math.nan, 0.3, math.nan, 0.2]), max_epochs=4)

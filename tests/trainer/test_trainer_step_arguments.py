@@ -490,7 +490,7 @@ def test_device_arguments_accepted(accelerator: Any, devices: Any, strategy: Any
         enable_progress_bar=False,
     )
     assert t.strategy.root_device == torch.device("cpu")
-    assert t.precision.name == "32-true"
+    assert t.precision == "32-true" and t.precision_plugin is t.strategy.precision
     assert t.world_size == 1 and t.global_rank == 0 and t.is_global_zero
     model = Model()
     t.fit(model, loader(2))
@@ -503,7 +503,7 @@ def test_device_arguments_accepted(accelerator: Any, devices: Any, strategy: Any
     [
         ({"accelerator": "tpu"}, "accelerator"),
         ({"devices": 0}, "devices"),
-        ({"devices": 2}, "devices"),
+        ({"devices": 2, "strategy": "single_device"}, "devices"),
         ({"devices": True}, "devices"),
         ({"strategy": "ddp_unknown"}, "strategy"),
         ({"precision": "64-weird"}, "precision"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -435,6 +436,9 @@ class ModelCheckpoint(Checkpoint):
         if os.path.commonpath([absolute, self.dirpath]) != self.dirpath:
             return
         try:
-            os.remove(absolute)
+            if os.path.isdir(absolute):  # a sharded checkpoint (FSDP) is a folder
+                shutil.rmtree(absolute)
+            else:
+                os.remove(absolute)
         except FileNotFoundError:
             pass

@@ -1,6 +1,9 @@
 """Strategies: how many processes train and how they cooperate."""
 
+from fitkit.strategies.ddp import DDPStrategy
+from fitkit.strategies.fsdp import FSDPStrategy
+from fitkit.strategies.parallel import ParallelStrategy
 from fitkit.strategies.single_device import SingleDeviceStrategy
 from fitkit.strategies.strategy import Strategy
 
-__all__ = ["SingleDeviceStrategy", "Strategy"]
+__all__ = ["DDPStrategy", "FSDPStrategy", "ParallelStrategy", "SingleDeviceStrategy", "Strategy"]

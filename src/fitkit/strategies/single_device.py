@@ -1,4 +1,10 @@
-"""One process on one device."""
+"""One process on one device.
+
+Batches move to the device here. On CUDA the copies are ``non_blocking``: from a
+pinned-memory loader (``DataLoader(pin_memory=True)``) the host-to-device copy then
+overlaps with the work already queued; from ordinary memory it is no slower than a
+blocking copy. On the CPU nothing moves at all.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import torch
 from fitkit.accelerators.accelerator import Accelerator
 from fitkit.precision.precision import Precision
 from fitkit.strategies.strategy import Strategy
+from fitkit.utilities.apply_func import move_data_to_device
 
 
 class SingleDeviceStrategy(Strategy):
@@ -32,6 +39,9 @@ class SingleDeviceStrategy(Strategy):
         super().__init__(accelerator, precision)
         self._device = torch.device(device)
         self._on_cpu = self._device.type == "cpu"  # read per batch: decide once
+        # Host-to-device copies may run asynchronously only where the device has a
+        # stream ordered after them (CUDA); MPS and others copy synchronously.
+        self._non_blocking = self._device.type == "cuda"
 
     @property
     def root_device(self) -> torch.device:
@@ -42,4 +52,4 @@ class SingleDeviceStrategy(Strategy):
             # Loaders already yield host tensors; a no-op `.to("cpu")` per tensor costs
             # about a microsecond each, so we skip the walk entirely.
             return self._convert_input(batch)
-        return super().batch_to_device(batch)
+        return self._convert_input(move_data_to_device(batch, self._device, self._non_blocking))

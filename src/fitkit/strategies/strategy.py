@@ -86,11 +86,18 @@ class Strategy:
             return batch
         return precision.convert_input(batch)
 
+    def on_exception(self, exception: BaseException) -> None:
+        """Called by the Trainer when the run raises, before :meth:`teardown`."""
+
     def teardown(self) -> None:
         if self.accelerator is not None:
             self.accelerator.teardown()
 
     # -- the step ----------------------------------------------------------------
+    def step_method(self, module: nn.Module, name: str) -> Callable[..., Any]:
+        """What the loops call for ``module.<name>`` (a wrapper such as DDP redirects it)."""
+        return getattr(module, name)  # type: ignore[no-any-return]
+
     def no_sync(self) -> contextlib.AbstractContextManager[Any]:
         """Context that skips gradient synchronisation on a non-final micro-batch."""
         return _NULL_CONTEXT
@@ -106,12 +113,19 @@ class Strategy:
     # parameters are sharded (FSDP) can gather them into, and scatter them out of, the
     # plain full tensors a checkpoint holds.
     def module_state_dict(self, module: nn.Module) -> dict[str, Any]:
-        """The full state dict of ``module``, with ``torch.compile`` prefixes removed."""
-        return {k.replace("_orig_mod.", ""): v for k, v in module.state_dict().items()}
+        """The full state dict of ``module``, with ``torch.compile``'s ``_orig_mod`` segments removed."""
+        from fitkit.utilities.compile import clean_state_dict
+
+        return clean_state_dict(module.state_dict())
 
     def load_module_state_dict(self, module: nn.Module, state_dict: Mapping[str, Any], strict: bool = True) -> None:
-        """Load a full state dict (as :meth:`module_state_dict` returns) into ``module``."""
-        module.load_state_dict(state_dict, strict=strict)
+        """Load a full state dict (as :meth:`module_state_dict` returns) into ``module``.
+
+        Clean names load into a module with compiled submodules too.
+        """
+        from fitkit.utilities.compile import load_state_dict
+
+        load_state_dict(module, state_dict, strict=strict)
 
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         return optimizer.state_dict()

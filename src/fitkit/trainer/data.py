@@ -2,22 +2,36 @@
 
 Loaders come from the ``fit``/``validate``/... arguments, else the DataModule,
 else the Module's own ``*_dataloader`` methods. Here their length is worked out
-once (``limit_*_batches`` applied), the sampler is swapped for ``overfit_batches``,
-DataLoader workers get seeds, and iteration marks the last batch even for loaders
-without ``__len__``.
+once (``limit_*_batches`` applied), the sampler is swapped for ``overfit_batches``
+or for a distributed one (:func:`distribute`), DataLoader workers get seeds, and
+iteration marks the last batch even for loaders without ``__len__``.
+
+Distributed samplers keep the user's loader's order: a ``SequentialSampler`` stays in
+order (``shuffle=False``, so a run on N processes sees the same global batches as one
+process with an N times larger batch), a ``RandomSampler`` shuffles with a seed every
+rank shares (``seed_everything``'s, else 0) and ``set_epoch`` each epoch. Training
+shards are padded to equal length (DDP needs every rank to step together);
+evaluation shards are not (:class:`UnpaddedDistributedSampler`), so no sample is
+counted twice in a metric.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import DataLoader, SequentialSampler
+import torch
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data.distributed import DistributedSampler
 
 from fitkit.utilities.exceptions import MisconfigurationError, invalid
 from fitkit.utilities.rank_zero import rank_zero_warn
-from fitkit.utilities.seed import worker_init_function, workers_should_be_seeded
+from fitkit.utilities.seed import _SEED_ENV, worker_init_function, workers_should_be_seeded
+
+if TYPE_CHECKING:
+    from fitkit.trainer.trainer import Trainer
 
 
 def resolve(explicit: Any, datamodule: Any, module: Any, hook: str) -> Any:
@@ -89,19 +103,121 @@ def sequential_copy(loader: Any) -> Any:
         rank_zero_warn("overfit_batches: the training loader has a custom batch_sampler, so it is used as is.")
         return loader
     rank_zero_warn("overfit_batches: the training loader shuffles; fitkit reads it in order instead.")
-    return DataLoader(
-        loader.dataset,
-        batch_size=loader.batch_size,
-        shuffle=False,
-        num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
-        drop_last=loader.drop_last,
-        timeout=loader.timeout,
-        worker_init_fn=loader.worker_init_fn,
-        generator=loader.generator,
-        persistent_workers=loader.persistent_workers,
-    )
+    return _rebuild(loader, shuffle=False)
+
+
+def _rebuild(loader: DataLoader[Any], **changes: Any) -> DataLoader[Any]:
+    """A new ``DataLoader`` with ``loader``'s settings, except ``changes`` (sampler, shuffle...)."""
+    kwargs: dict[str, Any] = {
+        "batch_size": loader.batch_size,
+        "num_workers": loader.num_workers,
+        "collate_fn": loader.collate_fn,
+        "pin_memory": loader.pin_memory,
+        "drop_last": loader.drop_last,
+        "timeout": loader.timeout,
+        "worker_init_fn": loader.worker_init_fn,
+        "multiprocessing_context": loader.multiprocessing_context,
+        "generator": loader.generator,
+        "persistent_workers": loader.persistent_workers,
+        "pin_memory_device": loader.pin_memory_device,
+    }
+    if loader.num_workers > 0:
+        kwargs["prefetch_factor"] = loader.prefetch_factor
+    if hasattr(loader, "in_order"):
+        kwargs["in_order"] = loader.in_order
+    if "batch_sampler" in changes:  # batch_size, shuffle, sampler and drop_last are the batch sampler's
+        for key in ("batch_size", "drop_last"):
+            kwargs.pop(key)
+    kwargs.update(changes)
+    return DataLoader(loader.dataset, **kwargs)
+
+
+class UnpaddedDistributedSampler(DistributedSampler[Any]):
+    """A ``DistributedSampler`` for evaluation: rank ``r`` of ``n`` reads samples ``r, r+n, r+2n...``.
+
+    Unlike ``DistributedSampler(drop_last=False)`` it never repeats samples to make the
+    shards equal, so ranks may run different numbers of batches and every sample is
+    evaluated exactly once.
+
+    Example::
+
+        >>> list(UnpaddedDistributedSampler(range(5), num_replicas=2, rank=1, shuffle=False))
+        [1, 3]
+    """
+
+    def __init__(self, dataset: Any, num_replicas: int, rank: int, shuffle: bool = False, seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.total_size = len(dataset)
+        self.num_samples = len(range(rank, self.total_size, num_replicas))
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            indices = torch.randperm(self.total_size, generator=g).tolist()
+        else:
+            indices = list(range(self.total_size))
+        return iter(indices[self.rank : self.total_size : self.num_replicas])
+
+
+def distribute(trainer: Trainer, loader: Any, train: bool) -> Any:
+    """``loader`` as this process should read it: a distributed sampler put in where the
+    run has several processes and ``trainer.use_distributed_sampler``, then the
+    strategy's own :meth:`~fitkit.strategies.Strategy.process_dataloader`."""
+    strategy = trainer.strategy
+    if trainer.use_distributed_sampler and strategy.world_size > 1:
+        loader = distributed_copy(loader, strategy.world_size, strategy.global_rank, train)
+    return strategy.process_dataloader(loader)
+
+
+def distributed_copy(loader: Any, num_replicas: int, rank: int, train: bool) -> Any:
+    """A copy of a ``DataLoader`` that reads rank ``rank``'s share, in the user's order (see the module doc)."""
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+        return loader  # an iterable shards itself (fitkit cannot tell how)
+    batch_sampler = loader.batch_sampler
+    plain_batches = batch_sampler is None or type(batch_sampler) is BatchSampler
+    sampler = batch_sampler.sampler if loader.batch_size is None and plain_batches else loader.sampler  # type: ignore[union-attr]
+    if isinstance(sampler, DistributedSampler) or isinstance(getattr(sampler, "sampler", None), DistributedSampler):
+        return loader  # the user sharded it already
+    shuffle = _shuffles(sampler)
+    if shuffle is None or not plain_batches:
+        what = type(batch_sampler if not plain_batches else sampler).__name__
+        rank_zero_warn(
+            f"The {'training' if train else 'evaluation'} loader uses its own {what}, which fitkit leaves as it is: "
+            "every process will read the same samples. Shard it yourself (a DistributedSampler) or pass "
+            "Trainer(use_distributed_sampler=False) to silence this."
+        )
+        return loader
+    seed = int(os.environ.get(_SEED_ENV, "0"))
+    dataset = loader.dataset
+    if train:
+        new: DistributedSampler[Any] = DistributedSampler(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed
+        )
+    else:
+        new = UnpaddedDistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+    if loader.batch_size is None:
+        assert batch_sampler is not None
+        bs: Any = batch_sampler
+        return _rebuild(loader, batch_sampler=BatchSampler(new, bs.batch_size, bs.drop_last))
+    return _rebuild(loader, sampler=new, shuffle=False)
+
+
+def _shuffles(sampler: Any) -> bool | None:
+    """Whether a stock sampler shuffles; None for anything fitkit should not replace."""
+    if type(sampler) is SequentialSampler:
+        return False
+    if type(sampler) is RandomSampler and not sampler.replacement and sampler._num_samples is None:
+        return True
+    return None
+
+
+def set_epoch(loader: Any, epoch: int) -> None:
+    """Tell the loader's sampler (and batch sampler) which epoch starts, for samplers that ask."""
+    for owner in (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        fn = getattr(owner, "set_epoch", None)
+        if callable(fn):
+            fn(epoch)
 
 
 def seed_workers(loader: Any) -> None:

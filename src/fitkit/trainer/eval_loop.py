@@ -151,7 +151,7 @@ def run_evaluate(trainer: Trainer, dataloaders: Any, stage: str, verbose: bool) 
                 f"a DataLoader argument, a DataModule or Module with {kind}_dataloader()",
             )
         )
-    loaders = [trainer.strategy.process_dataloader(x) for x in loaders]
+    loaders = [data.distribute(trainer, x, train=False) for x in loaders]
     counts = [data.num_batches(x, trainer.limits[kind], f"limit_{kind}_batches") for x in loaders]
     if stage == "test":
         trainer.test_dataloaders, trainer.num_test_batches = loaders, counts
@@ -194,7 +194,7 @@ def run_predict(trainer: Trainer, dataloaders: Any, return_predictions: bool) ->
         raise MisconfigurationError(
             invalid("dataloaders", None, "predict() found no data", "a DataLoader argument, or predict_dataloader()")
         )
-    loaders = [trainer.strategy.process_dataloader(x) for x in loaders]
+    loaders = [data.distribute(trainer, x, train=False) for x in loaders]
     counts = [data.num_batches(x, trainer.limits["predict"], "limit_predict_batches") for x in loaders]
     trainer.predict_dataloaders, trainer.num_predict_batches = loaders, counts
     trainer.state.stage = RunningStage.PREDICTING

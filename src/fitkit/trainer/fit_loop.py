@@ -130,7 +130,7 @@ def _setup_loaders(trainer: Trainer, module: Module, train: Any, val: Any) -> No
         )
     if trainer.overfit_batches:
         loader = data.sequential_copy(loader)
-    loader = trainer.strategy.process_dataloader(loader)
+    loader = data.distribute(trainer, loader, train=True)
     data.seed_workers(loader)
     trainer.train_dataloader = loader
     trainer.num_training_batches = data.num_batches(loader, trainer.limits["train"], "limit_train_batches")
@@ -160,7 +160,7 @@ def _setup_loaders(trainer: Trainer, module: Module, train: Any, val: Any) -> No
             )
         )
     vals = data.as_list(data.resolve(val, trainer.datamodule, module, "val_dataloader"))
-    vals = [trainer.strategy.process_dataloader(v) for v in vals]
+    vals = [data.distribute(trainer, v, train=False) for v in vals]
     for v in vals:
         data.seed_workers(v)
     trainer.val_dataloaders = vals
@@ -278,9 +278,10 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
     validation = _validation_enabled(trainer, module)
     across_epochs = trainer.check_val_every_n_epoch is None
     forward_context = precision.forward_context
-    training_step = module.training_step
+    training_step = strategy.step_method(module, "training_step")  # through DDP's forward, say
     has_grads = False  # does the current accumulation window hold gradients?
 
+    data.set_epoch(loader, progress.current_epoch)  # a distributed sampler's order; a resume too
     start = resume.epoch_batches if resume is not None and resume.epoch_rng is not None else 0
     if start:
         # Resumed mid-epoch: rebuild this epoch's order, skip what was already trained on
@@ -412,7 +413,7 @@ def _closure_step(
         optimizer.zero_grad(set_to_none=True)
         trainer._results.fx = "training_step"
         with trainer.strategy.precision.forward_context():
-            output = module.training_step(batch, batch_idx)
+            output = trainer.strategy.step_method(module, "training_step")(batch, batch_idx)
         loss = _extract_loss(output)
         if loss is None:
             raise MisconfigurationError(

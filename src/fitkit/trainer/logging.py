@@ -4,7 +4,9 @@ Each logged name becomes a :class:`_Entry` in the collection of the running stag
 (``train``, ``validate``, ``test``). A step only appends the detached value (and
 its batch size) to a list: nothing is copied to the host and no tensor math runs
 per step. Epoch aggregates are computed once, at the end of the epoch, weighted by
-batch size; ``log_every_n_steps`` decides when step values reach the loggers.
+batch size; ``log_every_n_steps`` decides when step values reach the loggers. With
+several processes, ``sync_dist=True`` values are reduced across them at those two
+moments only (``logging_sync.py``), never per step.
 
 The trainer reads three dicts built here: ``callback_metrics`` (tensors, what
 callbacks and schedulers monitor), ``logged_metrics`` (tensors, what loggers got)
@@ -444,8 +446,11 @@ class Results:
             self.stages[stage] = {}
 
     def step_metrics(self, stage: str = "train") -> dict[str, Any]:
-        """The latest per-step values of ``stage`` meant for loggers."""
+        """The latest per-step values of ``stage`` meant for loggers (``sync_dist`` ones reduced over ranks)."""
         cb = self.callback_metrics
+        strategy = self._trainer.strategy
+        if strategy.world_size > 1:
+            self._sync_step_values(strategy, stage)
         return {
             e.step_key: cb[e.step_key]
             for e in self.stages[stage].values()
@@ -458,19 +463,50 @@ class Results:
             if e.on_step and e.prog_bar and e.step_key in cb:
                 self.progress_bar_metrics[e.step_key] = cb[e.step_key]
 
+    def _sync_step_values(self, strategy: Any, stage: str) -> None:
+        from fitkit.trainer.logging_sync import reduce_step
+
+        cb = self.callback_metrics
+        synced = [e for e in self.stages[stage].values() if e.on_step and e.sync_dist and e.metric is None]
+        for step_key, value in reduce_step(strategy, synced, cb, f"a {stage} step").items():
+            cb[step_key] = value
+            entry = next(e for e in synced if e.step_key == step_key)
+            if entry.step_key is not entry.key:
+                cb[entry.key] = value
+
     def epoch_end(self, stage: str) -> dict[str, torch.Tensor]:
-        """Reduce ``stage``'s epoch values; update the metric dicts; return what loggers get."""
+        """Reduce ``stage``'s epoch values; update the metric dicts; return what loggers get.
+
+        With several processes, ``sync_dist`` values are reduced across them (weighted by
+        batch size for means); metric objects sync themselves in ``compute()``.
+        """
         strategy = self._trainer.strategy
+        distributed = strategy.world_size > 1
         logged: dict[str, torch.Tensor] = {}
         cb = self.callback_metrics
+        done: list[tuple[_Entry, torch.Tensor]] = []
+        synced: list[_Entry] = []
         for entry in self.stages[stage].values():
             if not entry.on_epoch:
+                continue
+            if distributed and entry.sync_dist and entry.metric is None:
+                synced.append(entry)
                 continue
             value = entry.epoch_value()
             if value is None:
                 continue
-            if entry.sync_dist:
+            if entry.sync_dist and entry.metric is None:
                 value = strategy.reduce(value, entry.reduce_fx)
+            done.append((entry, value))
+        if distributed:
+            from fitkit.trainer.logging_sync import reduce_epoch
+
+            # Every rank takes part, even with nothing to reduce: that is how a rank
+            # that logged different names is caught instead of hanging the others.
+            done += reduce_epoch(strategy, synced, f"the end of a {stage} epoch")
+            for entry in synced:
+                entry.reset()
+        for entry, value in done:
             cb[entry.epoch_key] = value
             cb[entry.key] = value
             if entry.logger:

@@ -8,6 +8,7 @@ and ``eval_loop.py``; where the work runs is the Strategy's business; what
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,6 +28,7 @@ from fitkit.trainer.optimization import OptimizationPlan, Optimizer, build_plan
 from fitkit.trainer.plugins import select_strategy
 from fitkit.trainer.state import Progress, TrainerFn, TrainerState, TrainerStatus
 from fitkit.trainer.views import TrainerViews
+from fitkit.utilities.compile import unwrap_compiled
 from fitkit.utilities.exceptions import FitkitRuntimeError, FitkitTypeError, MisconfigurationError, invalid
 
 
@@ -269,7 +271,7 @@ class Trainer(TrainerViews):
         from fitkit.trainer.fit_loop import run_fit
 
         self._start(model, datamodule, TrainerFn.FITTING)
-        self._run(lambda: run_fit(self, train_dataloaders, val_dataloaders), "fit", ckpt_path)
+        self._run(functools.partial(run_fit, self, train_dataloaders, val_dataloaders), "fit", ckpt_path)
 
     def validate(
         self,
@@ -305,7 +307,7 @@ class Trainer(TrainerViews):
         from fitkit.trainer.eval_loop import run_predict
 
         self._start(model, datamodule, TrainerFn.PREDICTING)
-        return self._run(lambda: run_predict(self, dataloaders, return_predictions), "predict", ckpt_path)
+        return self._run(functools.partial(run_predict, self, dataloaders, return_predictions), "predict", ckpt_path)
 
     def _evaluate(
         self,
@@ -319,11 +321,12 @@ class Trainer(TrainerViews):
         from fitkit.trainer.eval_loop import run_evaluate
 
         self._start(model, datamodule, fn)
-        return self._run(lambda: run_evaluate(self, dataloaders, fn.value, verbose), fn.value, ckpt_path)
+        return self._run(functools.partial(run_evaluate, self, dataloaders, fn.value, verbose), fn.value, ckpt_path)
 
     # -- shared set-up and tear-down -----------------------------------------------------------
     def _start(self, model: Module | None, datamodule: DataModule | None, fn: TrainerFn) -> None:
-        module = model if model is not None else self.module
+        # torch.compile(module) wraps it; hooks and checkpoints need the Module (its forward stays compiled).
+        module = unwrap_compiled(model) if model is not None else self.module
         if module is None:
             raise MisconfigurationError(
                 invalid("model", None, f"`{fn.value}` needs a model and none was fitted before", "a fitkit.Module")
@@ -349,6 +352,11 @@ class Trainer(TrainerViews):
         self._hooks = build_table(self, module, self.callbacks)
 
     def _run(self, body: Callable[[], Any], stage: str, ckpt_path: str | os.PathLike[str] | None = None) -> Any:
+        launcher = getattr(self.strategy, "launcher", None)
+        if launcher is not None and not launcher.launched:
+            # Start the other processes (the strategy's launcher); each runs this stage.
+            # `body` is a functools.partial so that ddp_spawn can pickle it to its workers.
+            return launcher.launch(self._run, body, stage, ckpt_path, trainer=self)
         previous_deterministic = torch.are_deterministic_algorithms_enabled()
         previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
         previous_benchmark = torch.backends.cudnn.benchmark
@@ -383,6 +391,7 @@ class Trainer(TrainerViews):
                 lg.finalize("success")
         except BaseException as exc:
             self.state.status = TrainerStatus.INTERRUPTED
+            self.strategy.on_exception(exc)
             self._call("on_exception", exc)
             for lg in self.loggers:
                 lg.finalize("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")

@@ -75,7 +75,13 @@ class TrainerViews:
         return self._optimization.schedulers
 
     @property
-    def precision(self) -> Any:
+    def precision(self) -> str:
+        """The number format's name, e.g. ``"32-true"`` or ``"bf16-mixed"`` (as in Lightning)."""
+        return str(getattr(self.strategy.precision, "name", type(self.strategy.precision).__name__))
+
+    @property
+    def precision_plugin(self) -> Any:
+        """The Precision object itself (autocast context, gradient scaler, ...)."""
         return self.strategy.precision
 
     @property

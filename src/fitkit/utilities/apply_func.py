@@ -19,6 +19,10 @@ _ATOMIC = (str, bytes, int, float, bool, type(None))
 def move_data_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Return ``batch`` with every tensor in it on ``device``.
 
+    ``non_blocking`` goes to tensor copies only (objects with their own ``to`` get
+    ``to(device)``). Use it for host-to-device copies: a non-blocking copy back to the
+    host may be read before it has landed.
+
     Example::
 
         >>> move_data_to_device({"x": torch.ones(2)}, torch.device("cpu"))["x"].device
