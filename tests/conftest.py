@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,3 +36,16 @@ def _restore_global_state() -> Iterator[None]:
 def _work_in_tmp(tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # default_root_dir defaults to the working directory: keep runs out of the repo.
     monkeypatch.chdir(tmp_path)
+
+
+# The real datasets next to the repository (see ../shared/data/README.md); absent on
+# machines that do not have them, where the tests that read them skip.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data`` (real datasets), or a skip when this machine has none."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not present at {SHARED_DATA}")
+    return SHARED_DATA
