@@ -17,7 +17,10 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart.py"
 
 @pytest.fixture(scope="module")
 def quickstart() -> Iterator[ModuleType]:
-    # examples/ is a folder of scripts, not a package: load the file by path.
+    # examples/ is a folder of scripts, not a package: load the file by path, with the
+    # folder on sys.path for the shared options module (_cli.py), as `python examples/...` has.
+    if str(EXAMPLE.parent) not in sys.path:
+        sys.path.insert(0, str(EXAMPLE.parent))
     spec = importlib.util.spec_from_file_location("fitkit_example_quickstart", EXAMPLE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -44,6 +47,15 @@ def test_smoke_one_epoch(quickstart: ModuleType, capsys: pytest.CaptureFixture[s
     assert 0.0 <= accuracy <= 1.0
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
     assert last_line == f"test accuracy: {accuracy:.4f}"
+
+
+def test_common_options_reach_the_trainer(quickstart: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    args = quickstart.parse_args(["--fast-dev-run", "2", "--accelerator", "cpu", "--precision", "bf16-mixed"])
+    assert (args.max_epochs, args.batch_size, args.seed, args.num_threads) == (15, 64, 42, 1)  # its defaults
+    accuracy = quickstart.main(["--fast-dev-run", "2", "--accelerator", "cpu", "--precision", "bf16-mixed"])
+    assert 0.0 <= accuracy <= 1.0
+    out = capsys.readouterr().out
+    assert "after 1 epochs (2 steps)" in out  # fast_dev_run=2: two training batches, one epoch
 
 
 def test_full_run_reaches_95_percent(quickstart: ModuleType) -> None:
