@@ -13,7 +13,6 @@ they wrote, so the integrity check still runs, on these files. The example is un
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import pickle
 import struct
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
+import _examples
 import numpy as np
 import pytest
 import torch
@@ -37,17 +37,8 @@ SMALL = ["--max-epochs", "1", "--num-threads", "1"]
 
 @pytest.fixture(scope="module")
 def example() -> Iterator[ModuleType]:
-    # examples/ is a folder of scripts, not a package: load the file by path, with the
-    # folder on sys.path for the shared options module (_cli.py), as `python examples/...` has.
-    if str(EXAMPLE.parent) not in sys.path:
-        sys.path.insert(0, str(EXAMPLE.parent))
-    spec = importlib.util.spec_from_file_location("fitkit_example_cifar10_lenet5", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with _examples.loaded(EXAMPLE, "fitkit_example_cifar10_lenet5") as module:
+        yield module
 
 
 class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]  # the pure-Python pickler

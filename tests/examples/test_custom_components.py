@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import _examples
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,17 +18,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_components.
 
 @pytest.fixture(scope="module")
 def example() -> Iterator[ModuleType]:
-    # examples/ is a folder of scripts: load the file by path, with the folder on sys.path
-    # for the shared options module (_cli.py), as `python examples/...` has.
-    if str(EXAMPLE.parent) not in sys.path:
-        sys.path.insert(0, str(EXAMPLE.parent))
-    spec = importlib.util.spec_from_file_location("fitkit_example_custom_components", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with _examples.loaded(EXAMPLE, "fitkit_example_custom_components") as module:
+        yield module
 
 
 def _inputs(n: int = 5, features: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import math
 import struct
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import _examples
 import pytest
 import torch
 
@@ -22,17 +21,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _load(name: str) -> Iterator[ModuleType]:
-    # examples/ is a folder of scripts, not a package: load the file by path, with the
-    # folder on sys.path for its helpers (_cli.py, _idx.py), as `python examples/...` has.
-    if str(EXAMPLES) not in sys.path:
-        sys.path.insert(0, str(EXAMPLES))
-    spec = importlib.util.spec_from_file_location(f"fitkit_example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with _examples.loaded(EXAMPLES / f"{name}.py", f"fitkit_example_{name}") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,13 @@ its own session, and kills the whole process group if it outlives its timeout.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import _examples
 import pytest
 import torch
 
@@ -29,15 +29,8 @@ TIMEOUT_S = 120
 
 @pytest.fixture(scope="module")
 def example() -> Iterator[ModuleType]:
-    if str(EXAMPLE.parent) not in sys.path:
-        sys.path.insert(0, str(EXAMPLE.parent))
-    spec = importlib.util.spec_from_file_location("fitkit_example_distributed", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with _examples.loaded(EXAMPLE, "fitkit_example_distributed") as module:
+        yield module
 
 
 @pytest.fixture(autouse=True)

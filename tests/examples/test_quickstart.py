@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import _examples
 import pytest
 
 pytest.importorskip("sklearn")
@@ -17,17 +16,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart.py"
 
 @pytest.fixture(scope="module")
 def quickstart() -> Iterator[ModuleType]:
-    # examples/ is a folder of scripts, not a package: load the file by path, with the
-    # folder on sys.path for the shared options module (_cli.py), as `python examples/...` has.
-    if str(EXAMPLE.parent) not in sys.path:
-        sys.path.insert(0, str(EXAMPLE.parent))
-    spec = importlib.util.spec_from_file_location("fitkit_example_quickstart", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with _examples.loaded(EXAMPLE, "fitkit_example_quickstart") as module:
+        yield module
 
 
 def test_split_is_seeded_and_disjoint(quickstart: ModuleType) -> None:

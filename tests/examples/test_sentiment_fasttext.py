@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import _examples
 import pytest
 import torch
 
@@ -25,16 +25,8 @@ NEGATIVE = ["an awful , boring film", "terrible plot and awful acting", "a borin
 
 @pytest.fixture(scope="module")
 def sf() -> Iterator[ModuleType]:
-    # examples/ is a folder of scripts: load the file by path, with the folder on sys.path for _cli.py.
-    if str(EXAMPLE.parent) not in sys.path:
-        sys.path.insert(0, str(EXAMPLE.parent))
-    spec = importlib.util.spec_from_file_location("fitkit_example_sentiment_fasttext", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with _examples.loaded(EXAMPLE, "fitkit_example_sentiment_fasttext") as module:
+        yield module
 
 
 def write_imdb(root: Path, per_class: int = 12) -> Path:

@@ -9,13 +9,12 @@ with fitkit. Skipped where torchtext is not installed (the main lane).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from types import ModuleType
 
+import _examples
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -35,15 +34,8 @@ FILLER = ["the", "film", "was", "a", "movie", "plot", "acting", "and", "it"]
 
 @pytest.fixture(scope="module")
 def sf() -> Iterator[ModuleType]:
-    if str(EXAMPLE.parent) not in sys.path:
-        sys.path.insert(0, str(EXAMPLE.parent))
-    spec = importlib.util.spec_from_file_location("fitkit_example_sentiment_fasttext_tt", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with _examples.loaded(EXAMPLE, "fitkit_example_sentiment_fasttext_tt") as module:
+        yield module
 
 
 def toy_reviews(n: int, seed: int) -> list[tuple[str, int]]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import _examples
 import pytest
 import torch
 from PIL import Image
@@ -21,17 +20,8 @@ SMALL = ["--no-pretrained", "--image-size", "32", "--max-epochs", "1", "--batch-
 
 @pytest.fixture(scope="module")
 def example() -> Iterator[ModuleType]:
-    # examples/ is a folder of scripts, not a package: load the file by path, with the
-    # folder on sys.path for the shared options module (_cli.py), as `python examples/...` has.
-    if str(EXAMPLE.parent) not in sys.path:
-        sys.path.insert(0, str(EXAMPLE.parent))
-    spec = importlib.util.spec_from_file_location("fitkit_example_transfer_resnet18", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with _examples.loaded(EXAMPLE, "fitkit_example_transfer_resnet18") as module:
+        yield module
 
 
 @pytest.fixture
