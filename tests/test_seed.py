@@ -155,3 +155,19 @@ def test_seeded_workers_repeat_per_seed_and_differ_per_worker() -> None:
     assert torch.equal(first, second)
     # items 0 and 2 come from worker 0, items 1 and 3 from worker 1: each generator differs per worker
     assert all(first[0, k] != first[1, k] for k in range(3))
+
+
+def test_rng_snapshot_keeps_python_state_as_a_tensor_and_reads_the_old_list_form() -> None:
+    import random
+
+    from fitkit.utilities import rng
+
+    random.seed(7)
+    snapshot = rng.capture()
+    version, words, gauss = snapshot["python"]
+    assert isinstance(words, torch.Tensor) and words.dtype == torch.int64 and words.numel() == 625
+    expected = [random.random() for _ in range(3)]
+    rng.restore(snapshot)
+    assert [random.random() for _ in range(3)] == expected
+    rng.restore({"python": [version, words.tolist(), gauss]})  # checkpoints written before the tensor form
+    assert [random.random() for _ in range(3)] == expected

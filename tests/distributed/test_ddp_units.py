@@ -67,6 +67,13 @@ def test_collectives_are_identities_without_a_process_group() -> None:
         s.reduce(t, "median")
 
 
+def test_cpu_batches_are_not_walked_and_meta_batches_move() -> None:
+    batch = {"x": torch.ones(2), "y": (torch.zeros(1), 3)}
+    assert DDPStrategy(parallel_devices=[torch.device("cpu")] * 2).batch_to_device(batch) is batch
+    moved = DDPStrategy(parallel_devices=[torch.device("meta")] * 2).batch_to_device(batch)
+    assert moved["x"].device.type == "meta" and moved["y"][0].device.type == "meta" and moved["y"][1] == 3
+
+
 def test_free_port_is_bindable() -> None:
     import socket
 

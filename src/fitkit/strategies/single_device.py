@@ -15,7 +15,6 @@ import torch
 from fitkit.accelerators.accelerator import Accelerator
 from fitkit.precision.precision import Precision
 from fitkit.strategies.strategy import Strategy
-from fitkit.utilities.apply_func import move_data_to_device
 
 
 class SingleDeviceStrategy(Strategy):
@@ -38,9 +37,8 @@ class SingleDeviceStrategy(Strategy):
     ) -> None:
         super().__init__(accelerator, precision)
         self._device = torch.device(device)
-        self._on_cpu = self._device.type == "cpu"  # read per batch: decide once
-        # Host-to-device copies may run asynchronously only where the device has a
-        # stream ordered after them (CUDA); MPS and others copy synchronously.
+        # Read per batch: decided once (torch.device.type builds a new string on every read).
+        self._on_cpu = self._device.type == "cpu"
         self._non_blocking = self._device.type == "cuda"
 
     @property
@@ -48,8 +46,4 @@ class SingleDeviceStrategy(Strategy):
         return self._device
 
     def batch_to_device(self, batch: Any) -> Any:
-        if self._on_cpu:
-            # Loaders already yield host tensors; a no-op `.to("cpu")` per tensor costs
-            # about a microsecond each, so we skip the walk entirely.
-            return self._convert_input(batch)
-        return self._convert_input(move_data_to_device(batch, self._device, self._non_blocking))
+        return self._move(batch, self._device, self._on_cpu, self._non_blocking)
