@@ -4,9 +4,9 @@ The book's chapter 4 (*PyTorch Pocket Reference*, pp. 112-123) classifies IMDb m
 reviews as positive or negative with torchtext 0.9 and spaCy. This example keeps the
 book's design and hyperparameters and needs neither library:
 
-* :func:`tokenize`, a regular-expression tokenizer (lower-cased words, contractions kept
-  whole, each punctuation mark a token), and :func:`generate_bigrams`, which appends each
-  adjacent token pair, as the book does;
+* :func:`tokenize`, a regular-expression tokenizer (lower-cased words, English contractions
+  split as spaCy splits them: ``do n't``, ``film 's``; each punctuation mark a token),
+  and :func:`generate_bigrams`, which appends each adjacent token pair, as the book does;
 * :class:`Vocab` / :func:`build_vocab`: at most 25,000 entries (``<unk>`` and ``<pad>``
   included) from the training split only, and :func:`load_vectors`, which copies
   pretrained vectors from a GloVe-format text file (``--vectors glove.6B.100d.txt``) and
@@ -36,7 +36,7 @@ It prints one line per epoch (train and validation loss and accuracy, as the boo
 does), the test loss and accuracy, and last the book's two predictions, e.g.
 ``predict_sentiment("You gotta see this movie!") = 0.9395``. The book reports test
 accuracy 0.8599 on IMDb after 5 epochs; on sentence polarity (short snippets, 8,530
-training sentences) this reaches 0.70 after 5 epochs and 0.74 after 12 (seed 0).
+training sentences) this reaches 0.69 after 5 epochs and 0.756 after 12 (seed 0).
 
 The book's bugs, fixed here (see the comments marked "book:"): its loop unpacked three
 values from a collate function that returns two, it used ``random`` without importing
@@ -75,17 +75,23 @@ URLS = {
 
 
 # -- text -----------------------------------------------------------------------------------
-_TOKEN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
+# English contractions split as the book's spaCy tokenizer splits them: "don't" -> "do", "n't";
+# "film's" -> "film", "'s". Then words, and each other non-space character on its own.
+_TOKEN = re.compile(r"[a-z0-9]+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|\w+|[^\w\s]")
 _HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)  # IMDb reviews hold <br /> tags
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased words (``don't`` stays one token) and single punctuation marks.
+    """Lower-cased words, contractions split as spaCy splits them, and single punctuation marks.
+
+    Splitting ``n't`` and ``'s`` off (as the book's spaCy tokenizer does) lets "isn't" and
+    "is", or "film's" and "film", share their word's vector; on sentence polarity that is
+    worth about one point of test accuracy over keeping contractions whole.
 
     Example::
 
-        >>> tokenize("Don't waste your time!<br />Really.")
-        ["don't", 'waste', 'your', 'time', '!', 'really', '.']
+        >>> tokenize("Don't waste your time!<br />It's the film's best.")
+        ['do', "n't", 'waste', 'your', 'time', '!', 'it', "'s", 'the', 'film', "'s", 'best', '.']
     """
     return _TOKEN.findall(_HTML_BREAK.sub(" ", text).lower())
 

@@ -53,7 +53,9 @@ def write_rt_polarity(folder: Path, per_class: int = 30) -> Path:
 
 # -- text ------------------------------------------------------------------------------------
 def test_tokenize(sf: ModuleType) -> None:
-    assert sf.tokenize("Don't waste your time!") == ["don't", "waste", "your", "time", "!"]
+    assert sf.tokenize("Don't waste your time!") == ["do", "n't", "waste", "your", "time", "!"]
+    assert sf.tokenize("It's the film's best; can't") == ["it", "'s", "the", "film", "'s", "best", ";", "ca", "n't"]
+    assert sf.tokenize("rock 'n' roll") == ["rock", "'", "n", "'", "roll"]
     assert sf.tokenize("Great.<br /><br />Really,great") == ["great", ".", "really", ",", "great"]
     assert sf.tokenize("  ") == []
 
@@ -253,10 +255,11 @@ def test_missing_vectors_file_is_a_clear_error(sf: ModuleType, tmp_path: Path) -
 
 # -- real data -------------------------------------------------------------------------------
 @pytest.mark.realdata
-def test_rt_polarity_reaches_73_percent_in_12_epochs(sf: ModuleType, shared_data: Path, tmp_path: Path) -> None:
+def test_rt_polarity_reaches_75_percent_in_12_epochs(sf: ModuleType, shared_data: Path, tmp_path: Path) -> None:
     # The book's model, Adam() and batch 64 on sentence polarity (80/10/10, seed 0), 12 epochs: about 40 s on
-    # 2 cores. Seed 0's split reaches 0.739 (seeds 1 and 2: about 0.77; 1,066 test snippets, so +-0.013 is
-    # one standard error); the bound leaves room for other BLAS builds and catches a broken pipeline (0.5).
+    # 2 idle cores. Seed 0's split reaches 0.7561 on torch 2.14 and on torch 2.3 alike (seeds 1 and 2: 0.770
+    # and 0.771); 1,066 test snippets, so one standard error is 0.013. Before contractions were split as
+    # spaCy splits them, seed 0 reached 0.739; a broken pipeline gives about 0.5.
     args = ["--dataset", "rt-polarity", "--data-dir", str(shared_data), "--max-epochs", "12"]
     out = sf.main([*args, "--default-root-dir", str(tmp_path)])
-    assert out["test_acc"] >= 0.73, out
+    assert out["test_acc"] >= 0.75, out
