@@ -22,7 +22,7 @@ help:
 	@echo "make demo        - create .venv if absent, install fitkit, train the quickstart example"
 	@echo "make test        - create or update .venv, run the test suite (plus ruff and mypy)"
 	@echo "make test-legacy - the suite on torch 2.3.0 + torchvision 0.18.0 + torchtext 0.18.0 (.venv-legacy)"
-	@echo "make test-xla    - the XLA tests and a core subset on torch 2.9.0 + torch_xla 2.9.0 (.venv-xla)"
+	@echo "make test-xla    - the XLA tests (PJRT_DEVICE=CPU) and a core subset on torch 2.9.0 + torch_xla 2.9.0 (.venv-xla)"
 	@echo "make bench       - run the overhead and import-time benchmarks"
 
 $(PY):
@@ -76,8 +76,12 @@ $(XLA_STAMP): $(XLA_PY) pyproject.toml constraints-xla.txt
 	$(XLA_PY) -m pip install -q -c constraints-xla.txt -e . $(TEST_DEPS)
 	touch $(XLA_STAMP)
 
+# The XLA tests (torch_xla's CPU backend), then a core subset on this lane's torch 2.9.
+XLA_CORE := tests/xla tests/trainer tests/checkpointing tests/callbacks
+
 test-xla: $(XLA_STAMP)
-	PJRT_DEVICE=CPU $(XLA_PY) -m pytest -q -p no:cacheprovider -m "xla"
+	PJRT_DEVICE=CPU $(XLA_PY) -m pytest -q -p no:cacheprovider -m "xla" tests/xla
+	PJRT_DEVICE=CPU $(XLA_PY) -m pytest -q -p no:cacheprovider -m "not gpu and not xla" $(XLA_CORE)
 
 clean:
 	rm -rf $(VENV) $(LEGACY_VENV) $(XLA_VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -26,9 +26,12 @@ reachable host name, and ``--node-rank`` is 0 there and 1 on the other)::
     torchrun --nnodes 2 --node-rank 1 --nproc-per-node 2 --rdzv-endpoint node0:29500 \\
         examples/distributed.py --devices 2 --num-nodes 2 --strategy ddp
 
-TPUs (the book's ``xm.xla_device()``) will be ``--accelerator xla --devices 8``; fitkit's
-XLA accelerator is planned but not available in this version, and the Trainer refuses
-``accelerator="xla"`` today.
+TPUs (the book's ``xm.xla_device()``) through torch_xla (``docs/tpu.md``): on a Cloud TPU
+VM, one process per TPU device; and the same script on torch_xla's CPU backend, which is
+how it was tried here (no TPU was available)::
+
+    PJRT_DEVICE=TPU python examples/distributed.py --accelerator xla --devices 8
+    PJRT_DEVICE=CPU python examples/distributed.py --accelerator xla --devices 1
 
 Model parallelism (``--model-parallel``): the first half of the network sits on device
 A, the second half on device B, and each batch is cut into micro-batches of

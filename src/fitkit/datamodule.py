@@ -53,10 +53,11 @@ class DataModule(HyperparametersMixin):
             dm = MyData.load_from_checkpoint("last.ckpt", batch_size=64)
         """
         from fitkit import checkpoint as ckpt_io
+        from fitkit.hparams import saved_hparams
         from fitkit.module import _construct
 
         checkpoint = ckpt_io.load(checkpoint_path, map_location="cpu")
-        kwargs = {**checkpoint.get("datamodule_hyper_parameters", {}), **hparam_overrides}
+        kwargs = {**saved_hparams(checkpoint, "datamodule_hyper_parameters"), **hparam_overrides}
         dm = _construct(cls, kwargs)
         if "datamodule" in checkpoint:
             dm.load_state_dict(checkpoint["datamodule"])

@@ -1,4 +1,13 @@
-"""``save_hyperparameters()`` and ``hparams``, shared by Module and DataModule."""
+"""``save_hyperparameters()`` and ``hparams``, shared by Module and DataModule, and the
+rule for reading them back from a checkpoint: as data only.
+
+A checkpoint's ``hyper_parameters`` become keyword arguments of the class's
+``__init__`` and nothing else: no key names something to import or call. The
+instantiation keys other tools give that meaning to (Lightning's ``_instantiator``
+and ``_class_path``, Hydra's ``_target_``) are refused with an error rather than
+passed on, so a checkpoint cannot smuggle them into an ``__init__(**kwargs)`` that
+forwards them to such a tool.
+"""
 
 from __future__ import annotations
 
@@ -105,3 +114,48 @@ def _collect_init_args(obj: object, frame: FrameType | None) -> dict[str, Any]:
     for args in collected:  # innermost (parent) first, outer (child) overrides
         merged.update(args)
     return merged
+
+
+# Keys that some tool reads as "import and call this": never meaningful to fitkit.
+RESERVED_KEYS = frozenset({"_instantiator", "_class_path", "_target_", "__target__"})
+
+
+def saved_hparams(checkpoint: Mapping[str, Any], key: str = "hyper_parameters") -> dict[str, Any]:
+    """The ``__init__`` keyword arguments stored under ``checkpoint[key]``, checked to be plain data.
+
+    Raises :class:`~fitkit.utilities.exceptions.FitkitTypeError` when the entry is not
+    a dict with str keys, and :class:`~fitkit.utilities.exceptions.MisconfigurationError`
+    for a key in :data:`RESERVED_KEYS`.
+
+    Example::
+
+        >>> saved_hparams({"hyper_parameters": {"lr": 0.1}})
+        {'lr': 0.1}
+    """
+    saved = checkpoint.get(key, {})
+    if not isinstance(saved, Mapping):
+        raise FitkitTypeError(
+            invalid(f"checkpoint[{key!r}]", type(saved).__name__, "it is not a mapping", "a dict of __init__ arguments")
+        )
+    bad = [k for k in saved if not isinstance(k, str)]
+    if bad:
+        raise FitkitTypeError(
+            invalid(f"checkpoint[{key!r}] keys", bad, "__init__ arguments are named by str", "str keys only")
+        )
+    check_reserved(saved, f"checkpoint[{key!r}]")
+    return dict(saved)
+
+
+def check_reserved(kwargs: Mapping[str, Any], where: str) -> None:
+    """Refuse instantiation keys (:data:`RESERVED_KEYS`): fitkit never imports or calls what they name."""
+    reserved = sorted(k for k in kwargs if k in RESERVED_KEYS)
+    if reserved:
+        raise MisconfigurationError(
+            invalid(
+                f"{where}[{reserved[0]!r}]",
+                kwargs[reserved[0]],
+                "fitkit never imports or calls anything a checkpoint names, and this key asks for exactly that",
+                "plain __init__ arguments; rebuild the object yourself and load its weights "
+                "(module.load_state_dict(fitkit.checkpoint.load(path)['state_dict']))",
+            )
+        )

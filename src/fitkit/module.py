@@ -215,13 +215,17 @@ class Module(HyperparametersMixin, nn.Module):
             model = MyModel.load_from_checkpoint("epoch=3-step=120.ckpt", map_location="cpu", lr=1e-4)
         """
         from fitkit import checkpoint as ckpt_io
+        from fitkit.hparams import saved_hparams
+        from fitkit.trainer.checkpointing import load_weights
         from fitkit.utilities.compile import load_state_dict
 
         checkpoint = ckpt_io.load(checkpoint_path, map_location=map_location)
-        kwargs = {**checkpoint.get("hyper_parameters", {}), **hparam_overrides}
+        # Hyperparameters are data for __init__: nothing in the file is imported or called.
+        kwargs = {**saved_hparams(checkpoint), **hparam_overrides}
         model = _construct(cls, kwargs)
         model.on_load_checkpoint(checkpoint)
-        load_state_dict(model, checkpoint["state_dict"], strict=strict)  # compiled submodules too
+        # compiled submodules too; a key mismatch lists the missing and unexpected keys
+        load_weights(load_state_dict, model, checkpoint, strict, os.fspath(checkpoint_path))
         return model
 
     # -- calls into the run ------------------------------------------------------------
@@ -288,7 +292,18 @@ class Module(HyperparametersMixin, nn.Module):
         return scheds[0] if len(scheds) == 1 else scheds
 
     def manual_backward(self, loss: torch.Tensor) -> None:
-        """Backward in manual optimization, through the precision plug-in and its hooks."""
+        """Backward in manual optimization, through the precision plug-in and its hooks.
+
+        A NaN or infinite ``loss`` raises before any backward with the default
+        ``Trainer(nonfinite_loss="raise")``; with ``"skip"`` this call does nothing (no
+        backward, no hooks) and ``trainer.skipped_nonfinite_steps`` counts it, so the
+        ``optimizer.step()`` you call next sees the gradients as they were.
+
+        Example::
+
+            >>> # in training_step, with self.automatic_optimization = False
+            >>> # self.manual_backward(loss); opt.step(); opt.zero_grad()
+        """
         self.trainer._manual_backward(loss)
 
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -301,6 +316,9 @@ _T = TypeVar("_T")
 
 def _construct(cls: type[_T], kwargs: dict[str, Any]) -> _T:
     """``cls(**kwargs)``, dropping saved hyperparameters ``__init__`` no longer accepts."""
+    from fitkit.hparams import check_reserved
+
+    check_reserved(kwargs, "hyper_parameters")
     params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         kwargs = {k: v for k, v in kwargs.items() if k in params}

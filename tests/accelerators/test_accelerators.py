@@ -133,7 +133,7 @@ def test_mps_where_unavailable_is_a_clear_error() -> None:
         fk.Trainer(accelerator="mps")
 
 
-@pytest.mark.parametrize("value", ["tpu", 3, None])
+@pytest.mark.parametrize("value", ["ipu", 3, None])
 def test_unknown_accelerator_lists_the_choices(value: Any) -> None:
     with pytest.raises(MisconfigurationError, match="'auto', 'cpu', 'cuda', 'gpu', 'mps'"):
         select_accelerator(value)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 import types
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -429,12 +432,58 @@ def test_an_interrupted_save_keeps_the_previous_best(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(ckpt_io, "_replace", replace_then_crash)
     ck = ModelCheckpoint(tmp_path, filename="{epoch}", monitor="val_loss", save_top_k=1)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ckpt_io.CheckpointWriteError, match="disk full") as info:
         fit(tmp_path, [ck], Scored([0.5, 0.3]), max_epochs=2)
+    assert str(info.value).startswith(f"Could not write checkpoint {str(tmp_path / 'epoch=1.ckpt')!r}")
+    assert isinstance(info.value, OSError) and isinstance(info.value.__cause__, OSError)
     assert names(tmp_path) == {"epoch=0.ckpt"}  # no partial epoch=1 file, no temporary left behind
     assert ckpt_io.load(tmp_path / "epoch=0.ckpt")["global_step"] == 4
     assert ck.best_model_path == str(tmp_path / "epoch=0.ckpt")
     assert set(ck.best_k_models) == {ck.best_model_path} and ck.best_model_score == pytest.approx(0.5)
+
+
+def test_a_failed_last_save_deletes_nothing_and_names_only_files_that_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The top-k file of the step is written, then ``last.ckpt`` fails: the top-k file it replaced stays."""
+    real_replace = ckpt_io._replace
+    lasts: list[Path] = []
+
+    def third_last_fails(src: str, dst: Path) -> None:
+        if dst.name == "last.ckpt":
+            lasts.append(dst)
+            if len(lasts) == 3:
+                raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt_io, "_replace", third_last_fails)
+    ck = ModelCheckpoint(tmp_path, filename="{step}", every_n_train_steps=1, save_last=True)
+    with pytest.raises(fk.FitkitRuntimeError, match="No space left on device \\(ENOSPC\\)"):
+        fit(tmp_path, [ck], val=0)
+    assert names(tmp_path) == {"step=2.ckpt", "step=3.ckpt", "last.ckpt"}  # step=2 was not deleted
+    assert ckpt_io.load(tmp_path / "last.ckpt")["global_step"] == 2
+    assert ck.best_model_path == str(tmp_path / "step=3.ckpt") and ck.last_model_path == str(tmp_path / "last.ckpt")
+    assert all(os.path.exists(p) for p in (*ck.best_k_models, ck.best_model_path, ck.last_model_path))
+
+
+def test_temporary_files_of_killed_writes_are_removed_at_fit_setup_and_never_counted(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid now names no process: what a run killed mid-save leaves behind
+    host = ckpt_io.temp_prefix("x").split(".")[2]
+    stale = {f".last.ckpt.{host}.{dead.pid}.k2j1x9z0.tmp", f".epoch=0-step=2.ckpt.{host}.{dead.pid}.link.tmp"}
+    kept = {
+        ckpt_io.temp_prefix("last.ckpt") + "inflight.tmp",  # this process: a write may be in flight
+        f".last.ckpt.another-host.{dead.pid}.k2j1x9z0.tmp",  # another machine's pid says nothing here
+        f".metrics.csv.{host}.{dead.pid}.k2j1x9z0.tmp",  # not a checkpoint's
+    }
+    for name in stale | kept:
+        (tmp_path / name).write_bytes(b"half a checkpoint")
+    ck = ModelCheckpoint(tmp_path, save_last=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*exists and is not empty")  # temporary files do not count
+        fit(tmp_path, [ck], val=0)
+    assert names(tmp_path) == kept | {"epoch=0-step=4.ckpt", "last.ckpt"}
+    assert ck.best_model_path == str(tmp_path / "epoch=0-step=4.ckpt")
 
 
 def test_only_global_rank_zero_deletes(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ from torch.utils.data import DataLoader
 
 import fitkit as fk
 from fitkit import checkpoint as ckpt_io
-from fitkit.callbacks import OnExceptionCheckpoint
+from fitkit.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from fitkit.callbacks.on_exception_checkpoint import newest_last_checkpoint
 from fitkit.testing import BoringModule, RandomDataset
 
 
@@ -80,3 +82,32 @@ def test_bad_arguments() -> None:
         OnExceptionCheckpoint(".", filename="")
     with pytest.raises(fk.FitkitTypeError, match="dirpath"):
         OnExceptionCheckpoint(None)  # type: ignore[arg-type]
+
+
+def test_last_picks_the_newer_of_model_checkpoint_and_exception_checkpoint(tmp_path: Path) -> None:
+    def trainer() -> fk.Trainer:
+        callbacks = [ModelCheckpoint(tmp_path / "mc", save_last=True), OnExceptionCheckpoint(tmp_path / "crash")]
+        return fk.Trainer(
+            max_epochs=3, callbacks=callbacks, logger=False, enable_progress_bar=False, enable_model_summary=False
+        )
+
+    loader = DataLoader(RandomDataset(32, 8), batch_size=2)  # 4 steps per epoch
+    with pytest.raises(Boom):
+        trainer().fit(DiesAtStep(6), loader)  # last.ckpt at step 4, then the crash at step 6
+    resumed = trainer()
+    resumed.fit(BoringModule(), loader, ckpt_path="last")
+    assert resumed.ckpt_path == str(tmp_path / "crash" / "on_exception.ckpt")
+    # That fit wrote a newer last.ckpt; the exception checkpoint is now the older file.
+    again = trainer()
+    again.fit(BoringModule(), loader, ckpt_path="last")
+    assert again.ckpt_path is not None and os.path.dirname(again.ckpt_path) == str(tmp_path / "mc")
+    assert ckpt_io.load(again.ckpt_path)["global_step"] == 12
+
+
+def test_last_without_an_exception_file_resolves_as_before(tmp_path: Path) -> None:
+    callbacks = [ModelCheckpoint(tmp_path / "mc", save_last=True), OnExceptionCheckpoint(tmp_path / "crash")]
+    trainer = fk.Trainer(max_epochs=1, callbacks=callbacks, logger=False, enable_progress_bar=False)
+    trainer.fit(BoringModule(), DataLoader(RandomDataset(32, 8), batch_size=2))
+    assert newest_last_checkpoint(trainer) is None
+    trainer.fit(BoringModule(), DataLoader(RandomDataset(32, 8), batch_size=2), ckpt_path="last")
+    assert trainer.ckpt_path == str(tmp_path / "mc" / "last.ckpt")

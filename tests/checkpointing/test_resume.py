@@ -214,3 +214,137 @@ def test_last_in_a_new_trainer_picks_the_newest_file_of_an_explicit_dirpath(tmp_
     assert second.ckpt_path is not None and second.ckpt_path.endswith("last.ckpt")
     for a, b in zip(reference[0].state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+# -- what was still due at the save point (issue 6) -----------------------------------------------
+
+
+class Events(fk.Callback):
+    """Records when batches, validations and epoch ends happen; may save at a hook, then 'crash'.
+
+    With ``hook``, the ``n``-th call of that hook saves a checkpoint and raises
+    :class:`Crash`. A save in ``on_train_batch_start`` is a save before that batch, so its
+    event belongs to the resumed run; in every other hook the event is recorded before the
+    save. Sanity-check validations are left out: every fit, a resumed one too, has its own.
+    """
+
+    def __init__(self, path: Path | None = None, hook: str = "", n: int = 0) -> None:
+        self.path, self.hook, self.n = path, hook, n
+        self.events: list[tuple[str, int, int]] = []
+        self._calls = 0
+
+    def _record(self, trainer: fk.Trainer, name: str) -> None:
+        if trainer.sanity_checking:
+            return
+        event = (name, trainer.current_epoch, trainer.progress.total_batches)
+        if name == self.hook:
+            self._calls += 1
+            if self._calls == self.n:
+                if name != "on_train_batch_start":
+                    self.events.append(event)
+                assert self.path is not None
+                trainer.save_checkpoint(self.path)
+                raise Crash
+        self.events.append(event)
+
+    def on_train_epoch_start(self, trainer: fk.Trainer, module: Any) -> None:
+        self._record(trainer, "on_train_epoch_start")
+
+    def on_train_batch_start(self, trainer: fk.Trainer, module: Any, batch: Any, batch_idx: int) -> None:
+        self._record(trainer, "on_train_batch_start")
+
+    def on_train_batch_end(self, trainer: fk.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._record(trainer, "on_train_batch_end")
+
+    def on_validation_start(self, trainer: fk.Trainer, module: Any) -> None:
+        self._record(trainer, "on_validation_start")
+
+    def on_validation_end(self, trainer: fk.Trainer, module: Any) -> None:
+        self._record(trainer, "on_validation_end")
+
+    def on_train_epoch_end(self, trainer: fk.Trainer, module: Any) -> None:
+        self._record(trainer, "on_train_epoch_end")
+
+
+def save_crash_resume(tmp_path: Path, hook: str, n: int, **kwargs: Any) -> None:
+    """Uninterrupted run vs. saved at the ``n``-th ``hook``, crashed and resumed: the same run.
+
+    40 samples in batches of 6: 7 batches an epoch, shuffled from torch's global RNG (a
+    validation draws from it too, so a missing or extra one changes later epochs), with
+    dropout, momentum and an epoch-interval StepLR.
+    """
+    fk.seed_everything(7)
+    reference, whole = Net("step"), Events()
+    ref_trainer = trainer(callbacks=[whole], **kwargs)
+    ref_trainer.fit(reference, *data(False))
+
+    path = tmp_path / "due.ckpt"
+    fk.seed_everything(7)
+    before = Events(path, hook, n)
+    with pytest.raises(Crash):
+        trainer(callbacks=[before], **kwargs).fit(Net("step"), *data(False))
+
+    torch.manual_seed(999)  # the caller's RNG state at resume time must not matter
+    resumed, after = Net("step"), Events()
+    t2 = trainer(callbacks=[after], **kwargs)
+    t2.fit(resumed, *data(False), ckpt_path=path)
+    assert_same_run((reference, ref_trainer), (resumed, t2))
+    events = after.events
+    if events and events[0][0] == "on_train_epoch_start" and events[0][1] == before.events[-1][1]:
+        events = events[1:]  # resumed inside an epoch: it starts again (as in Lightning)
+    assert before.events + events == whole.events
+
+
+@pytest.mark.parametrize(
+    ("hook", "n", "kwargs"),
+    [
+        # 7 batches an epoch, validation after batches 3 and 6 of each: the 10th batch's end
+        # (epoch 1, batch 3) comes just before a validation.
+        ("on_train_batch_end", 10, {"val_check_interval": 3}),
+        # Counted across epochs, every 4 batches: the 8th batch is epoch 1's first.
+        ("on_train_batch_end", 8, {"val_check_interval": 4, "check_val_every_n_epoch": None}),
+        # The same point seen from the validation (ModelCheckpoint saves there), and from
+        # the next batch: that validation already ran and must not run again.
+        ("on_validation_end", 3, {"val_check_interval": 3}),
+        ("on_train_batch_start", 11, {"val_check_interval": 3}),
+    ],
+    ids=["before-validation", "before-validation-across-epochs", "in-validation", "after-validation"],
+)
+def test_resume_runs_a_mid_epoch_validation_due_at_the_save_exactly_once(
+    tmp_path: Path, hook: str, n: int, kwargs: dict[str, Any]
+) -> None:
+    save_crash_resume(tmp_path, hook, n, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},  # validates at each epoch's end
+        {"val_check_interval": 3},  # no end-of-epoch validation: the hook itself must not fire twice
+        {"max_steps": 14},  # epoch 1 ends exactly at max_steps: its end still finishes on resume
+        {"max_steps": 10},  # max_steps cuts epoch 1 after 3 batches: it validates, its StepLR does not step
+    ],
+    ids=["end-validation", "mid-validation", "ends-at-max-steps", "cut-by-max-steps"],
+)
+def test_resume_from_a_save_in_on_train_epoch_end_continues_after_that_hook(
+    tmp_path: Path, kwargs: dict[str, Any]
+) -> None:
+    save_crash_resume(tmp_path, "on_train_epoch_end", 2, **kwargs)
+
+
+def test_a_checkpoint_without_the_due_flags_resumes_as_before(tmp_path: Path) -> None:
+    # Checkpoints written before issue 6 have no "validation_due" / "epoch_end_hook_ran" /
+    # "step_epoch_schedulers": they load, and a save point where nothing was due resumes exactly.
+    reference = straight("onecycle", False)
+    path = tmp_path / "old.ckpt"
+    fk.seed_everything(7)
+    with pytest.raises(Crash):
+        trainer(callbacks=[SaveThenCrash(path, 9)]).fit(Net("onecycle"), *data(False))
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["loops"]["validation_due"] is False and ckpt["loops"]["epoch_end_hook_ran"] is False
+    for key in ("validation_due", "epoch_end_hook_ran", "step_epoch_schedulers"):
+        del ckpt["loops"][key]
+    torch.save(ckpt, path)
+    resumed, t2 = Net("onecycle"), trainer()
+    t2.fit(resumed, *data(False), ckpt_path=path)
+    assert_same_run(reference, (resumed, t2))

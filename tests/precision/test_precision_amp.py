@@ -76,7 +76,8 @@ def test_inf_gradients_skip_the_step_without_error() -> None:
             snapshots.append(module.net[0].weight.detach().clone())
 
     plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=256.0))
-    model, trainer, init = fit(plugin, epochs=1, inf_at={3}, callbacks=[Snap()])
+    # The loss is made infinite to force inf gradients; nonfinite_loss='ignore' lets it reach the scaler.
+    model, trainer, init = fit(plugin, epochs=1, inf_at={3}, callbacks=[Snap()], nonfinite_loss="ignore")
     assert torch.equal(snapshots[3], snapshots[2])  # batch 3's step was skipped...
     assert not torch.equal(snapshots[2], snapshots[1]) and not torch.equal(snapshots[4], snapshots[3])
     assert trainer.global_step == 8  # ...and counted, as a raw loop counts its iterations
@@ -94,7 +95,7 @@ def test_skipped_steps_step_the_scheduler_as_a_raw_loop_does() -> None:
     def plugin() -> MixedPrecision:
         return MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=256.0))
 
-    model, trainer, init = fit(plugin(), epochs=1, inf_at={0, 4}, scheduler=sched)
+    model, trainer, init = fit(plugin(), epochs=1, inf_at={0, 4}, scheduler=sched, nonfinite_loss="ignore")
     net, opt, raw_sched = raw_loop(
         init, 1, autocast=torch.float16, scaler=plugin().scaler, inf_at={0, 4}, scheduler=sched
     )

@@ -313,8 +313,13 @@ def test_in_place_update_after_logging_does_not_change_the_logged_value() -> Non
     assert as_float(t.callback_metrics["acc"]) == 2.5  # the mean of 1, 2, 3, 4
 
 
-def test_no_host_sync_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Logging a tensor every step never calls ``item()``/``float()`` on it inside the loop."""
+class SlowReadCPU(fk.accelerators.CPUAccelerator):
+    """The CPU, declared as a device where a host read waits for a queue (as on CUDA): the public seam."""
+
+    host_reads_are_free = False
+
+
+def _count_host_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
         original = getattr(torch.Tensor, name)
@@ -324,18 +329,80 @@ def test_no_host_sync_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
             return _orig(self, *args)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
+    return calls
+
+
+def test_no_host_sync_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a device whose host reads are not free, a fit reads no tensor per step.
+
+    Logging a tensor every step never calls ``item()``/``float()`` on it; the default
+    non-finite loss check (``nonfinite_loss="raise"``) reads the deferred losses once per
+    ``log_every_n_steps`` flush (one ``tolist``), not once per step.
+    """
+    calls = _count_host_reads(monkeypatch)
 
     def log(m: Probe, batch: Any, i: int) -> None:
         m.log("a", batch[0].sum())
         m.log("b", batch[0].sum(), on_step=True, on_epoch=True, prog_bar=True)
         m.log("c", batch[0].max(), on_epoch=True, reduce_fx="max")
 
-    t = trainer(log_every_n_steps=2)
+    t = trainer(log_every_n_steps=4, accelerator=SlowReadCPU())
     model = Probe(train=log, val=lambda m, b, i, d: m.log("v", b[0].sum()))
-    t.fit(model, values_loader([1.0] * 6), values_loader([1.0] * 2))
+    t.fit(model, values_loader([1.0] * 12), values_loader([1.0] * 2))  # 12 steps: 3 flushes
+    monkeypatch.undo()
+    assert calls == ["tolist"] * 3, calls
+    assert as_float(t.callback_metrics["b_epoch"]) == 1.0
+
+
+def test_no_host_read_at_all_with_nonfinite_loss_ignore(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logging alone (the non-finite check off) reads nothing on the host during a fit."""
+    calls = _count_host_reads(monkeypatch)
+    t = trainer(log_every_n_steps=2, accelerator=SlowReadCPU(), nonfinite_loss="ignore")
+    t.fit(Probe(train=lambda m, b, i: m.log("b", b[0].sum(), on_epoch=True)), values_loader([1.0] * 6))
     monkeypatch.undo()
     assert calls == [], calls
-    assert as_float(t.callback_metrics["b_epoch"]) == 1.0
+
+
+def test_deferred_nonfinite_check_catches_nan_at_the_next_flush() -> None:
+    """Where reads are not free, a NaN loss is caught at the next flush, naming the step it came from."""
+    seen: list[int] = []
+
+    class Nan(Probe):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            seen.append(batch_idx)
+            self.log("x", batch[0].sum())
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("nan") if batch_idx == 5 else loss
+
+    t = trainer(log_every_n_steps=4, accelerator=SlowReadCPU(), max_epochs=1)
+    model = Nan()
+    with pytest.raises(fk.FitkitRuntimeError) as info:
+        t.fit(model, values_loader([float(i) for i in range(12)]))
+    message = str(info.value)
+    assert seen == list(range(8)), seen  # flushed after batch 7 (steps 4..7), not at batch 5
+    assert message.startswith("`training_step() loss=nan` is not valid"), message
+    assert "epoch 0, batch 5 (global step 5)" in message, message
+    assert "3 of the 4 losses checked at this flush were not finite" in message, message  # NaN weights after
+    assert "Detected at global step 8, 3 optimizer step(s) later" in message, message
+    assert "the weights took those 3 step(s)" in message and "before global step 5" in message, message
+    assert "Logged at detection: x=7" in message, message
+    assert not torch.isfinite(model.w).item()  # deferred: the weights did take the NaN step
+
+
+def test_deferred_nonfinite_check_flushes_at_epoch_end() -> None:
+    """A NaN after the last log flush of an epoch is caught at that epoch's end, before the next epoch."""
+    seen: list[tuple[int, int]] = []
+
+    class Nan(Probe):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            seen.append((self.current_epoch, batch_idx))
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("inf") if batch_idx == 4 else loss
+
+    t = trainer(log_every_n_steps=50, accelerator=SlowReadCPU(), max_epochs=2)
+    with pytest.raises(fk.FitkitRuntimeError, match=r"epoch 0, batch 4 \(global step 4\).*1 optimizer step"):
+        t.fit(Nan(), values_loader([1.0] * 5))
+    assert seen == [(0, i) for i in range(5)]
 
 
 # -- metric objects (update / compute / reset) ----------------------------------------------------------------

@@ -501,7 +501,7 @@ def test_device_arguments_accepted(accelerator: Any, devices: Any, strategy: Any
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
-        ({"accelerator": "tpu"}, "accelerator"),
+        ({"accelerator": "ipu"}, "accelerator"),
         ({"devices": 0}, "devices"),
         ({"devices": 2, "strategy": "single_device"}, "devices"),
         ({"devices": True}, "devices"),

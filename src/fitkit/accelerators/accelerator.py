@@ -41,6 +41,11 @@ class Accelerator(ABC):
     """
 
     name: str = "base"
+    #: Whether reading a device value on the host (``tensor.item()``) is free, with no
+    #: device queue to wait for: True for the CPU only. Where it is False, fitkit keeps
+    #: per-step checks off the host and reads them where it reads logged values anyway
+    #: (``Trainer(nonfinite_loss="raise")``).
+    host_reads_are_free: bool = False
 
     @staticmethod
     @abstractmethod

@@ -2,8 +2,9 @@
 
 ``"auto"`` takes the first available of CUDA, MPS and CPU; ``"gpu"`` the first
 available of CUDA and MPS (as in Lightning); ``"cuda"``, ``"mps"`` and ``"cpu"`` ask
-for one kind and fail clearly where it is absent. An Accelerator instance is used as
-given.
+for one kind and fail clearly where it is absent. ``"xla"`` (alias ``"tpu"``) is never
+picked by ``"auto"``: it needs ``torch_xla``, imported only once a run asks for it. An
+Accelerator instance is used as given.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fitkit.accelerators.cuda import CUDAAccelerator
 from fitkit.accelerators.mps import MPSAccelerator
 from fitkit.utilities.exceptions import MisconfigurationError, invalid
 
-ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps", "xla", "tpu")
 
 _EXPECTED = f"one of {ACCELERATORS} or an Accelerator instance"
 
@@ -57,6 +58,11 @@ def select_accelerator(accelerator: str | Accelerator) -> Accelerator:
         raise MisconfigurationError(
             invalid("accelerator", accelerator, "this process sees no CUDA or MPS GPU", "'cpu' or 'auto' here")
         )
+    if name in ("xla", "tpu"):
+        from fitkit.accelerators.xla import XLAAccelerator, require_torch_xla
+
+        require_torch_xla("accelerator", accelerator)
+        return XLAAccelerator()
     if name in ("cuda", "mps"):
         kind = CUDAAccelerator if name == "cuda" else MPSAccelerator
         if not kind.is_available():

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fitkit import checkpoint as ckpt_io
 from fitkit.utilities.exceptions import FitkitTypeError, MisconfigurationError, invalid
 
 if TYPE_CHECKING:
@@ -87,22 +88,32 @@ def validation_follows(trainer: Trainer, batch_idx: int) -> bool:
 
 
 def link(target: str, linkpath: str) -> None:
-    """Point ``linkpath`` at ``target`` atomically; copy (also atomically) where symlinks fail."""
+    """Point ``linkpath`` at ``target`` atomically; copy (also atomically) where symlinks fail.
+
+    A failure raises :class:`fitkit.checkpoint.CheckpointWriteError` (as ``atomic_save``
+    does) and leaves ``linkpath`` as it was.
+    """
     folder = os.path.dirname(linkpath)
-    tmp = os.path.join(folder, f".{os.path.basename(linkpath)}.{os.getpid()}.tmp")
-    if os.path.lexists(tmp):
-        os.remove(tmp)
+    # Named like atomic_save's temporary files, so a killed run's leftover is cleaned up the same way.
+    tmp = os.path.join(folder, ckpt_io.temp_prefix(os.path.basename(linkpath)) + "link.tmp")
     try:
-        os.symlink(os.path.relpath(target, folder), tmp)
-    except OSError:  # e.g. Windows without the privilege: fall back to a copy
-        shutil.copyfile(target, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-    try:
-        os.replace(tmp, linkpath)
-    except BaseException:
         if os.path.lexists(tmp):
             os.remove(tmp)
+        try:
+            os.symlink(os.path.relpath(target, folder), tmp)
+        except OSError:  # e.g. Windows without the privilege: fall back to a copy
+            shutil.copyfile(target, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, linkpath)
+    except BaseException as err:
+        if os.path.lexists(tmp):
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+        if isinstance(err, OSError) and not isinstance(err, ckpt_io.CheckpointWriteError):
+            raise ckpt_io.write_error(linkpath, err) from err
         raise
 
 

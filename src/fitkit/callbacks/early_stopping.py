@@ -66,6 +66,9 @@ class EarlyStopping(Callback):
     Attributes:
         wait_count: checks since the last improvement.
         stopped_epoch: the epoch in which this callback asked to stop (0 if it did not).
+        stopping_reason_message: why it asked to stop (``None`` while it has not). A
+            non-finite monitored value (with ``check_finite``) is also reported as a
+            ``RuntimeWarning``, verbose or not: it usually means the run diverged.
         best_score: the best value seen so far (a 0-dim tensor; ``inf``/``-inf`` at first).
 
     Example::
@@ -118,6 +121,7 @@ class EarlyStopping(Callback):
         self.log_rank_zero_only = log_rank_zero_only
         self.wait_count = 0
         self.stopped_epoch = 0
+        self.stopping_reason_message: str | None = None
         self.best_score: torch.Tensor = torch.tensor(math.inf if mode == "min" else -math.inf)
         self._check_on_train_epoch_end = check_on_train_epoch_end
         self._at_train_epoch_end = bool(check_on_train_epoch_end)  # resolved per fit in on_fit_start
@@ -185,6 +189,9 @@ class EarlyStopping(Callback):
         trainer.should_stop = trainer.should_stop or should_stop
         if should_stop:
             self.stopped_epoch = trainer.current_epoch
+            self.stopping_reason_message = reason or "Another process's check signaled the Trainer to stop."
+            if self.check_finite and not math.isfinite(float(current)):
+                rank_zero_warn(f"EarlyStopping at epoch {trainer.current_epoch}: {reason}", RuntimeWarning)
         if reason and self.verbose:
             self._print(trainer, reason)
 

@@ -3,7 +3,11 @@
 It owns the *policy* (triggers, file names, top-k bookkeeping, ``last.ckpt``); what a
 checkpoint holds and how it is written (atomically, on global rank zero) is
 ``trainer.save_checkpoint``'s. A file is deleted only after its replacement is
-durable, only on global rank zero, and only if this callback wrote it.
+durable, only on global rank zero, and only if this callback wrote it. When a write
+fails (disk full, read-only) the error propagates, no older file is deleted, and the
+bookkeeping (``best_k_models``, ``best_model_path``, ``last_model_path``) still names
+files that exist. At ``setup("fit")`` the temporary files of writes killed in an
+earlier run (same host, dead pid) are removed; they are never taken for checkpoints.
 
 When it saves (Lightning 2.x semantics, with one fix):
 
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fitkit import checkpoint as ckpt_io
 from fitkit.callbacks import _model_checkpoint_helpers as _h
 from fitkit.callbacks.checkpoint import Checkpoint
 from fitkit.utilities.exceptions import MisconfigurationError
@@ -151,12 +156,17 @@ class ModelCheckpoint(Checkpoint):
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
             self.load_state_dict(state)
+        if stage == "fit" and trainer.is_global_zero:
+            # A run killed mid-save leaves `.{name}.{host}.{pid}.*.tmp`; never a checkpoint, only clutter.
+            for path in ckpt_io.remove_stale_temp_files(self.dirpath, self.FILE_EXTENSION):
+                if self.verbose:
+                    rank_zero_print(f"Removed {path!r}, left by a checkpoint write that was killed")
 
     def on_train_start(self, trainer: Trainer, module: Module) -> None:
         # Here rather than in setup: a resumed run has restored its bookkeeping by now.
         ours = self.best_k_models or self.best_model_path or self.last_model_path
         if self.save_top_k != 0 and not ours and self.dirpath and os.path.isdir(self.dirpath):
-            if os.listdir(self.dirpath):
+            if any(not (name.startswith(".") and name.endswith(".tmp")) for name in os.listdir(self.dirpath)):
                 rank_zero_warn(f"Checkpoint directory {self.dirpath} exists and is not empty.")
         self._last_time_checked = time.monotonic()
         self._seen_step = trainer.global_step

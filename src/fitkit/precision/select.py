@@ -2,7 +2,8 @@
 
 One readable function, :func:`select_precision`: a Precision instance is used as
 given; a name (or one of Lightning's aliases) becomes the matching plug-in, with the
-autocast device type taken from the accelerator. Unknown names, and combinations
+autocast device type taken from the accelerator (on XLA, :mod:`fitkit.precision.xla`'s
+plug-in). Unknown names, and combinations
 that cannot work (float64 on MPS, a gradient scaler where torch has none), are
 refused here, before anything runs.
 """
@@ -90,6 +91,10 @@ def select_precision(precision: Any, accelerator: Accelerator | None = None) -> 
             f"`precision={precision!r}` is a legacy alias of {name!r}; pass {_LEGACY[alias]} to say which you mean.",
             stacklevel=4,  # the user's Trainer(...) line: select_strategy and Trainer.__init__ sit between
         )
+    if getattr(accelerator, "name", None) == "xla":
+        from fitkit.precision.xla import XLAPrecision
+
+        return XLAPrecision(name)  # refuses what XLA does not run (float16, float64)
     if name == "32-true":
         return Precision()
     device = autocast_device_type(accelerator)

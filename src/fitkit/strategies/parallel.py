@@ -192,21 +192,33 @@ class ParallelStrategy(Strategy):
                 "with the Trainer's `devices`/`num_nodes` so fitkit starts the processes itself."
             )
         if self.world_size != self.num_nodes * self.num_processes:
+            # Every rank checks before joining, so each one stops here at once instead of
+            # waiting (up to `timeout`) for ranks that will never come.
             raise MisconfigurationError(
                 invalid(
                     "devices",
-                    f"{self.num_processes} per node x {self.num_nodes} nodes",
-                    f"the launcher started WORLD_SIZE={self.world_size} processes",
-                    "devices * num_nodes equal to the number of processes torchrun starts",
+                    self.num_processes,
+                    f"on rank {self._global_rank}, devices={self.num_processes} x num_nodes={self.num_nodes} "
+                    f"makes {self.num_nodes * self.num_processes} processes, but the environment says "
+                    f"WORLD_SIZE={self.world_size} (torchrun's --nproc_per_node x --nnodes, or an exported variable)",
+                    "devices * num_nodes equal to WORLD_SIZE: match `devices` to torchrun's --nproc_per_node "
+                    "(or use devices='auto'), or unset a stale WORLD_SIZE",
                 )
             )
-        dist.init_process_group(
-            self._backend(), rank=self._global_rank, world_size=self.world_size, timeout=self.timeout
-        )
+        # init_process_group with clear errors (port taken, a rank that never came) and a
+        # watchdog, so that no rank waits past `timeout` even where c10d itself would.
+        from fitkit.strategies.launchers.rendezvous import join_process_group
+
+        join_process_group(self._backend(), rank=self._global_rank, world_size=self.world_size, timeout=self.timeout)
         self._owns_process_group = True
 
     def on_exception(self, exception: BaseException) -> None:
         self._failed = True
+        if self.distributed_ready and hasattr(exception, "add_note"):
+            from fitkit.strategies.launchers.errors import is_peer_failure, peer_failure_note
+
+            if is_peer_failure(exception):  # say, in this rank's traceback, that it is not the root cause
+                exception.add_note(peer_failure_note(self._global_rank, self.world_size))
 
     def teardown(self) -> None:
         """Destroy the process group if this strategy created it, then release the device."""

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from fitkit.trainer.nonfinite import POLICIES
 from fitkit.utilities.exceptions import FitkitTypeError, MisconfigurationError, invalid
 
 
@@ -91,6 +92,22 @@ def check_overfit_batches(value: Any) -> int | float:
 def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
     if value not in choices:
         raise MisconfigurationError(invalid(name, value, "unknown value", f"one of {choices}"))
+    return value
+
+
+def check_nonfinite_loss(value: Any) -> str:
+    """``Trainer(nonfinite_loss=...)``: what a NaN or infinite training loss does (a fitkit addition).
+
+    Example::
+
+        >>> check_nonfinite_loss("skip")
+        'skip'
+    """
+    expected = "'raise' (stop with an error), 'skip' (drop that loss) or 'ignore' (no check)"
+    if not isinstance(value, str):
+        raise FitkitTypeError(invalid("nonfinite_loss", value, "it must be a str", expected))
+    if value not in POLICIES:
+        raise MisconfigurationError(invalid("nonfinite_loss", value, "unknown policy", expected))
     return value
 
 

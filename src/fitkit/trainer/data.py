@@ -17,7 +17,9 @@ counted twice in a metric.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -26,7 +28,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
 
-from fitkit.utilities.exceptions import MisconfigurationError, invalid
+from fitkit.utilities.exceptions import FitkitTypeError, MisconfigurationError, invalid
 from fitkit.utilities.rank_zero import rank_zero_warn
 from fitkit.utilities.seed import _SEED_ENV, worker_init_function, workers_should_be_seeded
 
@@ -164,10 +166,87 @@ def distribute(trainer: Trainer, loader: Any, train: bool) -> Any:
     """``loader`` as this process should read it: a distributed sampler put in where the
     run has several processes and ``trainer.use_distributed_sampler``, then the
     strategy's own :meth:`~fitkit.strategies.Strategy.process_dataloader`."""
+    check_loader(trainer, loader, train)
     strategy = trainer.strategy
     if trainer.use_distributed_sampler and strategy.world_size > 1:
         loader = distributed_copy(loader, strategy.world_size, strategy.global_rank, train)
     return strategy.process_dataloader(loader)
+
+
+def check_loader(trainer: Trainer, loader: Any, train: bool) -> None:
+    """Refuse, once at set-up, a loader that cannot be read: not iterable, or one that is known
+    never to end (``itertools.count``/``cycle``/``repeat``) with nothing else to stop the run.
+
+    A generator or ``IterableDataset`` that never ends cannot be told from a long one;
+    such a loader runs until ``max_steps``, ``max_time`` or an int ``limit_*_batches``.
+    """
+    from fitkit.trainer.state import TrainerFn
+
+    fn = trainer.state.fn
+    arg = "train_dataloaders" if train else "val_dataloaders" if fn == TrainerFn.FITTING else "dataloaders"
+    stage = str(getattr(fn, "value", ""))
+    kind = "train" if train else "val" if fn in (TrainerFn.FITTING, TrainerFn.VALIDATING) else stage
+    if not (hasattr(type(loader), "__iter__") or hasattr(type(loader), "__getitem__")):
+        raise FitkitTypeError(
+            invalid(arg, _short(loader), "it is not iterable", "a DataLoader or another iterable of batches")
+        )
+    endless = isinstance(loader, (itertools.count, itertools.cycle)) or (
+        isinstance(loader, itertools.repeat) and operator.length_hint(loader, -1) == -1
+    )
+    if not endless or isinstance(trainer.limits.get(kind), int):
+        return
+    if train and (trainer.max_steps != -1 or trainer.max_time is not None):
+        return
+    stops = "max_steps=N, max_time or an int limit_train_batches" if train else f"an int limit_{kind}_batches"
+    raise MisconfigurationError(
+        invalid(
+            arg,
+            _short(loader),
+            "it never ends, so "
+            + ("an epoch never ends and nothing stops training" if train else "the loop never ends"),
+            f"a finite loader, or {stops}",
+        )
+    )
+
+
+def _short(value: Any) -> Any:
+    """``value`` itself when its repr is short, else its type's name (error path only)."""
+    return value if len(repr(value)) <= 40 and " at 0x" not in repr(value) else type(value).__name__
+
+
+_STEPS = frozenset({"training_step", "validation_step", "test_step", "predict_step"})
+
+
+def note_batch_without_tensors(exc: BaseException, fx: str | None, batch: Any) -> None:
+    """On the error path only: when a step failed with a ``TypeError`` on a batch that holds
+    no tensor at all (say, a list of str), add a note saying so to the user's exception."""
+    if fx not in _STEPS or not isinstance(exc, TypeError) or _holds_tensor(batch, 0):
+        return
+    if hasattr(exc, "add_note"):  # Python 3.11+
+        exc.add_note(
+            f"fitkit: the batch given to {fx} holds no tensor ({_describe(batch)}); strategies move and "
+            "precisions convert tensors only. Make the loader yield tensors (the dataset's __getitem__ or "
+            "the DataLoader's collate_fn), or convert the batch in the step."
+        )
+
+
+def _holds_tensor(batch: Any, depth: int) -> bool:
+    if isinstance(batch, torch.Tensor):
+        return True
+    if depth > 4 or isinstance(batch, (str, bytes)):
+        return False
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, (list, tuple)):
+        return any(_holds_tensor(b, depth + 1) for b in batch[:16])
+    return callable(getattr(batch, "to", None))  # an object that moves itself counts
+
+
+def _describe(batch: Any) -> str:
+    if isinstance(batch, (list, tuple)) and batch:
+        kinds = sorted({type(b).__name__ for b in batch})
+        return f"a {type(batch).__name__} of {len(batch)} {'/'.join(kinds)}"
+    return f"a {type(batch).__name__}"
 
 
 def distributed_copy(loader: Any, num_replicas: int, rank: int, train: bool) -> Any:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fitkit.trainer import data
-from fitkit.trainer.state import RunningStage
+from fitkit.trainer import data, signals
+from fitkit.trainer.state import RunningStage, TrainerFn
 from fitkit.utilities.exceptions import MisconfigurationError, invalid
 from fitkit.utilities.rank_zero import rank_zero_print
 
@@ -75,6 +75,10 @@ def _run_loop(
     batch_start, batch_end = f"on_{prefix}_batch_start", f"on_{prefix}_batch_end"
     step_name = f"{prefix}_step"
     forward_context = strategy.precision.forward_context
+    # Ctrl-C / SIGTERM stop validate/test/predict after the current batch (trainer/signals.py).
+    # Not inside fit (the training loop decides there), nor under several processes, whose
+    # evaluation shards may differ in length: there a SIGTERM is honoured when the stage ends.
+    check_signals = trainer.state.fn != TrainerFn.FITTING and trainer.world_size == 1
     outputs: list[list[Any]] = []
     for dl_idx, (loader, count) in enumerate(zip(loaders, counts, strict=True)):
         results.suffix = f"/dataloader_idx_{dl_idx}" if len(loaders) > 1 else ""
@@ -89,6 +93,8 @@ def _run_loop(
             call(batch_end, out, batch, batch_idx, dl_idx)
             if collect:
                 collected.append(out)
+            if check_signals and trainer._signal_check:
+                signals.at_boundary(trainer)
         outputs.append(collected)
     results.suffix = ""
     return outputs

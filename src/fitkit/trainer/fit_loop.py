@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fitkit.module import Module
-from fitkit.trainer import checkpointing, data
+from fitkit.trainer import checkpointing, data, nonfinite, signals
 from fitkit.trainer.eval_loop import run_validation
 from fitkit.trainer.hooks import CHECKPOINT_EPOCH_END, overrides
 from fitkit.trainer.optimization import needs_closure
@@ -89,6 +89,8 @@ def run_fit(trainer: Trainer, train_dataloaders: Any, val_dataloaders: Any) -> N
     for opt in trainer._optimization.optimizers:
         opt.zero_grad(set_to_none=True)
     trainer.progress.epoch_batches = 0
+    trainer._skipped_nonfinite = 0
+    trainer._loss_check = nonfinite.checker(trainer, module.automatic_optimization)
     for lg in trainer.loggers:
         lg.log_hyperparams(module.hparams)
     trainer._call("on_fit_start")
@@ -107,8 +109,16 @@ def run_fit(trainer: Trainer, train_dataloaders: Any, val_dataloaders: Any) -> N
     trainer._results.reset_stage("train")
     trainer._call("on_train_start")
     deadline = time.monotonic() + trainer.max_time if trainer.max_time is not None else None
-    while not _fit_done(trainer, deadline):
-        _train_epoch(trainer, module, deadline)
+    # Anomaly mode only when asked: entering set_detect_anomaly(False) would switch off a
+    # mode the user turned on globally. Its exit restores the previous mode.
+    with torch.autograd.set_detect_anomaly(True) if trainer.detect_anomaly else _NULL_CONTEXT:
+        resume = trainer._resume_point
+        if resume is not None and resume.epoch_end_hook_ran:
+            # Before the stop checks: the saved epoch's end finishes even if max_steps is reached.
+            trainer._resume_point = None
+            _finish_resumed_epoch(trainer, resume)
+        while not _fit_done(trainer, deadline):
+            _train_epoch(trainer, module, deadline)
     trainer._call("on_train_end")
     trainer._call("on_fit_end")
 
@@ -141,7 +151,8 @@ def _setup_loaders(trainer: Trainer, module: Module, train: Any, val: Any) -> No
             )
         )
     vci = trainer.val_check_interval
-    if isinstance(vci, int) and trainer.check_val_every_n_epoch is not None and vci > trainer.num_training_batches:
+    # limit_train_batches=0 skips training, so there is no epoch for the interval to fit in (as in Lightning).
+    if isinstance(vci, int) and trainer.check_val_every_n_epoch is not None and 0 < trainer.num_training_batches < vci:
         raise MisconfigurationError(
             invalid(
                 "val_check_interval",
@@ -193,6 +204,26 @@ def _can_stop(trainer: Trainer) -> bool:
     return (trainer.min_epochs is None or p.current_epoch >= trainer.min_epochs) and (
         trainer.min_steps is None or p.global_step >= trainer.min_steps
     )
+
+
+def validation_due(trainer: Trainer) -> bool:
+    """Is a mid-epoch validation due after the training batch just counted, and not yet run?
+
+    Asked when a checkpoint is saved (never per step): true between the batch's count
+    and the validation, i.e. in ``on_train_batch_end`` of a batch the schedule validates
+    after. ``_last_validation_batches`` tells a save after that validation (on the same
+    counts, e.g. from ``on_exception`` in the next batch) that it already ran.
+    """
+    p, module = trainer.progress, trainer.module
+    if trainer.state.stage != RunningStage.TRAINING or p.epoch_batches == 0 or module is None:
+        return False
+    if trainer._last_validation_batches == p.total_batches:
+        return False
+    val_every, _ = _val_schedule(trainer)
+    if val_every is None or not _validation_enabled(trainer, module):
+        return False
+    count = p.total_batches if trainer.check_val_every_n_epoch is None else p.epoch_batches
+    return count % val_every == 0
 
 
 def _val_schedule(trainer: Trainer) -> tuple[int | None, bool]:
@@ -279,6 +310,9 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
     across_epochs = trainer.check_val_every_n_epoch is None
     forward_context = precision.forward_context
     training_step = strategy.step_method(module, "training_step")  # through DDP's forward, say
+    # Exact per step where host reads are free, else deferred to the flushes below (trainer/nonfinite.py).
+    loss_check = trainer._loss_check
+    loss_is_finite = loss_check.is_finite if loss_check is not None else None
     has_grads = False  # does the current accumulation window hold gradients?
 
     data.set_epoch(loader, progress.current_epoch)  # a distributed sampler's order; a resume too
@@ -295,7 +329,14 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
         trainer._epoch_rng = rng.capture(loader)
         iterator = None
     progress.epoch_batches = start
+    is_last = start > 0 and start >= trainer.num_training_batches  # resumed after the epoch's last batch
     batches = data.with_last_flag(loader, trainer.num_training_batches, iterator, start)
+    if start and resume.validation_due and validation:  # type: ignore[union-attr]
+        # Saved in on_train_batch_end before the validation due after that batch: run it
+        # now, where the uninterrupted run did, then stop as it would have.
+        _validate_mid_epoch(trainer, module)
+        if trainer.should_stop and _can_stop(trainer):
+            batches = iter(())
     for batch_idx, batch, is_last in batches:
         results.batch, results.batch_size = batch, None
         batch = strategy.batch_to_device(batch)
@@ -315,6 +356,14 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
                     output = training_step(batch, batch_idx)
                 # The usual case (a plain scalar tensor) skips _extract_loss's checks.
                 loss = output if type(output) is torch.Tensor and output.numel() == 1 else _extract_loss(output)
+                if loss_is_finite is not None and loss is not None and not loss_is_finite(loss):
+                    nonfinite.handle(trainer, loss, "training_step()", batch_idx)  # raises unless "skip"
+                    loss = None
+                    if boundary and trainer.world_size > 1:
+                        # Processes average gradients in the window's last backward, now skipped:
+                        # drop the window's local gradients on every process rather than diverge.
+                        optimizer.zero_grad(set_to_none=True)
+                        has_grads = False
                 if loss is not None:
                     if before_backward:
                         call("on_before_backward", loss)
@@ -349,16 +398,26 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
             call("on_train_batch_end", _batch_outputs(output), batch, batch_idx)
         if progress.total_batches % log_every == 0:
             _flush_step_logs(trainer)
+            if loss_check is not None:  # the deferred non-finite check: one host read, after the logged values'
+                loss_check.flush()
         if validation and val_every is not None:
             count = progress.total_batches if across_epochs else batch_idx + 1
             if count % val_every == 0:
                 _validate_mid_epoch(trainer, module)
+        # Ctrl-C / SIGTERM take effect here, once the optimizer step is done (not inside an
+        # accumulation window): one attribute read per step on one process; under DDP the
+        # flag is always set and the ranks agree by a small asynchronous all-reduce, read one
+        # boundary later (trainer/signals.py).
+        if trainer._signal_check and not has_grads:
+            signals.at_boundary(trainer)
         if (
             (trainer.max_steps != -1 and progress.global_step >= trainer.max_steps)
             or (deadline is not None and time.monotonic() >= deadline)
             or (trainer.should_stop and _can_stop(trainer))
         ):
             break
+    if loss_check is not None:
+        loss_check.flush()
     if progress.epoch_batches == 0 and trainer.num_training_batches == math.inf:
         raise MisconfigurationError(
             invalid(
@@ -372,6 +431,9 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
         # A window cut short (on_train_batch_start returned -1) never stepped: drop its
         # gradients, as Lightning does, rather than add them to next epoch's first step.
         optimizer.zero_grad(set_to_none=True)
+    # max_steps stopped the epoch before its last batch: as in Lightning, epoch-interval
+    # schedulers do not step for it. (Unlike Lightning, the cut epoch still validates at its end.)
+    cut_short = not is_last and trainer.max_steps != -1 and progress.global_step >= trainer.max_steps
     if validation and val_at_end:
         trainer.epoch_end_validation = True
         try:
@@ -383,14 +445,26 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
     # next, then checkpoint callbacks run: what they save is where the next epoch starts.
     results.fx = None
     logged = results.epoch_end("train")
-    call("on_train_epoch_end")
+    # Set while the hook runs, so that a checkpoint saved in it resumes after it (and knows
+    # whether the epoch schedulers are still to step), not at this epoch's end validation.
+    trainer._epoch_end_schedulers = automatic and not cut_short
+    try:
+        call("on_train_epoch_end")
+    finally:
+        trainer._epoch_end_schedulers = None
     results.fx = None
     logged.update(results.epoch_end("train"))
-    if automatic:
-        plan.step_schedulers("epoch", progress.current_epoch + 1, results.callback_metrics)
+    _finish_epoch(trainer, logged, automatic and not cut_short)
+
+
+def _finish_epoch(trainer: Trainer, logged: dict[str, Any], step_epoch_schedulers: bool) -> None:
+    """The epoch end after ``on_train_epoch_end``: also all that a resume from a save in that hook runs."""
+    results, progress = trainer._results, trainer.progress
+    if step_epoch_schedulers:
+        trainer._optimization.step_schedulers("epoch", progress.current_epoch + 1, results.callback_metrics)
     trainer._epoch_finished = True
     try:
-        call(CHECKPOINT_EPOCH_END)
+        trainer._call(CHECKPOINT_EPOCH_END)
     finally:
         trainer._epoch_finished = False
     results.reset_stage("train")
@@ -400,6 +474,19 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
     progress.current_epoch += 1
     progress.epoch_batches = 0
     trainer._epoch_rng = None  # a checkpoint from here on resumes at the next epoch's start
+
+
+def _finish_resumed_epoch(trainer: Trainer, resume: checkpointing.ResumePoint) -> None:
+    """Resumed from a save in ``on_train_epoch_end``: run only what followed that hook.
+
+    The saved epoch's batches, its end validation and the hook itself already ran, so the
+    resumed run neither repeats them nor fires ``on_train_epoch_start`` for that epoch.
+    The random streams continue from the save point, as the uninterrupted run's did.
+    """
+    rng.restore(resume.rng_now, trainer.train_dataloader)
+    trainer._results.fx = None
+    logged = trainer._results.epoch_end("train")  # the saved epoch values, as the hook left them
+    _finish_epoch(trainer, logged, resume.step_epoch_schedulers)
 
 
 def _closure_step(
@@ -424,6 +511,9 @@ def _closure_step(
                     "a loss tensor",
                 )
             )
+        if loss_check is not None and not loss_check.is_finite(loss):
+            nonfinite.handle(trainer, loss, "training_step()", batch_idx)  # raises unless "skip"
+            raise nonfinite.SkipStep
         call("on_before_backward", loss)
         trainer.strategy.backward(loss)
         call("on_after_backward")
@@ -437,7 +527,14 @@ def _closure_step(
             module.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
         return loss.detach()
 
-    trainer.strategy.optimizer_step(optimizer, closure)
+    loss_check = trainer._loss_check
+    try:
+        trainer.strategy.optimizer_step(optimizer, closure)
+    except nonfinite.SkipStep:
+        # Abandoned before its backward; an earlier evaluation of this step (LBFGS's line
+        # search) may already have moved the weights. No step is counted.
+        optimizer.zero_grad(set_to_none=True)
+        return first[0] if first else None
     call("on_before_zero_grad", optimizer)
     optimizer.zero_grad(set_to_none=True)
     trainer.progress.global_step += 1
@@ -466,3 +563,4 @@ def _flush_step_logs(trainer: Trainer) -> None:
 def _validate_mid_epoch(trainer: Trainer, module: Module) -> None:
     run_validation(trainer, sanity=False)
     trainer.state.stage = RunningStage.TRAINING
+    trainer._last_validation_batches = trainer.progress.total_batches

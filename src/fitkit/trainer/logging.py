@@ -6,7 +6,9 @@ its batch size) to a list: nothing is copied to the host and no tensor math runs
 per step. Epoch aggregates are computed once, at the end of the epoch, weighted by
 batch size; ``log_every_n_steps`` decides when step values reach the loggers. With
 several processes, ``sync_dist=True`` values are reduced across them at those two
-moments only (``logging_sync.py``), never per step.
+moments only (``logging_sync.py``), never per step. At both moments the strategy first
+runs the device work still pending (``Strategy.execute_pending``: XLA's traced graph),
+so that reading the values does not build and run graphs of their own.
 
 The trainer reads three dicts built here: ``callback_metrics`` (tensors, what
 callbacks and schedulers monitor), ``logged_metrics`` (tensors, what loggers got)
@@ -449,6 +451,7 @@ class Results:
         """The latest per-step values of ``stage`` meant for loggers (``sync_dist`` ones reduced over ranks)."""
         cb = self.callback_metrics
         strategy = self._trainer.strategy
+        strategy.execute_pending()  # XLA: run the step's graph once, rather than a graph per value read
         if strategy.world_size > 1:
             self._sync_step_values(strategy, stage)
         return {
@@ -481,6 +484,7 @@ class Results:
         batch size for means); metric objects sync themselves in ``compute()``.
         """
         strategy = self._trainer.strategy
+        strategy.execute_pending()
         distributed = strategy.world_size > 1
         logged: dict[str, torch.Tensor] = {}
         cb = self.callback_metrics

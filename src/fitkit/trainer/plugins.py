@@ -6,7 +6,9 @@ This is the only place the three are put together: no registries, no connectors.
 ``fitkit.precision.select`` turns ``precision`` into a Precision; this module picks
 the Strategy for ``devices``, ``num_nodes`` and ``strategy``: one process on one
 device, or ``DDPStrategy`` when ``devices * num_nodes > 1`` (``strategy="auto"``) or
-when a DDP spelling is asked for.
+when a DDP spelling is asked for. ``accelerator="xla"`` always gets ``XLAStrategy``
+(``strategy="auto"``, ``"xla"`` or ``"single_xla"``) or ``XLASPMDStrategy``
+(``"xla_spmd"``); both import torch_xla only when they run.
 """
 
 from __future__ import annotations
@@ -16,13 +18,26 @@ from typing import Any
 
 from fitkit.accelerators.accelerator import Accelerator
 from fitkit.accelerators.select import select_accelerator
+from fitkit.accelerators.xla import XLAAccelerator
 from fitkit.precision.select import select_precision
 from fitkit.strategies.parallel import ParallelStrategy, launched_by_torchrun_style_env
 from fitkit.strategies.single_device import SingleDeviceStrategy
 from fitkit.strategies.strategy import Strategy
+from fitkit.strategies.xla import XLAStrategy
 from fitkit.utilities.exceptions import MisconfigurationError, invalid
 
-STRATEGIES = ("auto", "single_device", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")
+STRATEGIES = (
+    "auto",
+    "single_device",
+    "ddp",
+    "ddp_spawn",
+    "ddp_find_unused_parameters_true",
+    "fsdp",
+    "xla",
+    "single_xla",
+    "xla_spmd",
+)
+_XLA_STRATEGIES = ("auto", "xla", "single_xla", "xla_spmd")
 # The DDP spellings (Lightning's) and the DDPStrategy options each one means.
 _DDP_OPTIONS: dict[str, dict[str, Any]] = {
     "ddp": {},
@@ -47,6 +62,9 @@ def select_strategy(
     if isinstance(strategy, Strategy):
         strategy.accelerator = strategy.accelerator or acc
         strategy.precision = prec
+        if isinstance(strategy, XLAStrategy):
+            _check_xla(acc, strategy, num_devices, num_nodes)
+            strategy.set_num_processes(num_devices)
         if isinstance(strategy, ParallelStrategy):
             _fill_in_parallel(strategy, acc, num_devices, num_nodes, sync_batchnorm)
         return strategy
@@ -55,6 +73,13 @@ def select_strategy(
             invalid("strategy", strategy, "no such strategy", f"one of {STRATEGIES} or a Strategy instance")
         )
     name = strategy.lower()
+    if isinstance(acc, XLAAccelerator) or name in ("xla", "single_xla", "xla_spmd"):
+        _check_xla(acc, name if name in _XLA_STRATEGIES else strategy, num_devices, num_nodes)
+        if name == "xla_spmd":
+            from fitkit.strategies.xla_spmd import XLASPMDStrategy
+
+            return XLASPMDStrategy(acc, prec, num_devices=num_devices)
+        return XLAStrategy(acc, prec, num_processes=num_devices)
     if name == "auto":
         name = "ddp" if num_devices * num_nodes > 1 else "single_device"
     if name in _DDP_OPTIONS:
@@ -85,6 +110,36 @@ def select_strategy(
             )
         )
     return SingleDeviceStrategy(acc.get_device(0), accelerator=acc, precision=prec)
+
+
+def _check_xla(acc: Accelerator, strategy: Any, num_devices: int, num_nodes: int) -> None:
+    """Refuse what the XLA strategy cannot run: another accelerator, another strategy, several nodes."""
+    if not isinstance(acc, XLAAccelerator):
+        raise MisconfigurationError(
+            invalid("strategy", strategy, "it trains on XLA devices", "accelerator='xla' (or 'tpu') with it")
+        )
+    if not (isinstance(strategy, XLAStrategy) or strategy in _XLA_STRATEGIES):
+        raise MisconfigurationError(
+            invalid(
+                "strategy",
+                strategy,
+                "on XLA devices fitkit runs XLAStrategy (torch_xla's own replicas), not DDP or FSDP",
+                f"one of {_XLA_STRATEGIES} or an XLAStrategy instance with accelerator='xla'",
+            )
+        )
+    if num_nodes != 1:
+        raise MisconfigurationError(
+            invalid(
+                "num_nodes",
+                num_nodes,
+                "a TPU pod runs the same script on every host (see docs/tpu.md); each Trainer sees its own host",
+                "1 with accelerator='xla'",
+            )
+        )
+    if strategy == "single_xla" and num_devices != 1:
+        raise MisconfigurationError(
+            invalid("devices", num_devices, "strategy='single_xla' trains on one device", "1, or strategy='xla'")
+        )
 
 
 def _count_devices(acc: Accelerator, devices: Any) -> int:

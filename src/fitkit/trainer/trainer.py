@@ -16,11 +16,12 @@ from typing import Any
 import torch
 
 from fitkit.callbacks.callback import Callback
+from fitkit.callbacks.on_exception_checkpoint import newest_last_checkpoint
 from fitkit.datamodule import DataModule
 from fitkit.loggers import Logger, resolve_loggers
 from fitkit.module import Module
 from fitkit.trainer import arguments as args_
-from fitkit.trainer import checkpointing
+from fitkit.trainer import checkpointing, nonfinite, signals
 from fitkit.trainer.defaults import assemble_callbacks
 from fitkit.trainer.hooks import build_table, check_callbacks, describe
 from fitkit.trainer.logging import Results
@@ -81,6 +82,8 @@ class Trainer(TrainerViews):
         use_distributed_sampler: bool = True,
         sync_batchnorm: bool = False,
         default_root_dir: str | os.PathLike[str] | None = None,
+        detect_anomaly: bool = False,
+        nonfinite_loss: str = "raise",
     ) -> None:
         num_nodes = args_.check_int("num_nodes", num_nodes, 1, "an int >= 1")
         self.use_distributed_sampler = args_.check_bool("use_distributed_sampler", use_distributed_sampler)
@@ -155,6 +158,8 @@ class Trainer(TrainerViews):
         )
         self.benchmark = args_.check_bool("benchmark", benchmark, allow_none=True)
         self.inference_mode = args_.check_bool("inference_mode", inference_mode)
+        self.detect_anomaly = args_.check_bool("detect_anomaly", detect_anomaly)
+        self.nonfinite_loss = args_.check_nonfinite_loss(nonfinite_loss)
         self.enable_checkpointing = args_.check_bool(
             "enable_checkpointing", True if enable_checkpointing is None else enable_checkpointing
         )
@@ -186,6 +191,11 @@ class Trainer(TrainerViews):
         self.state = TrainerState()
         self.progress = Progress()
         self.should_stop = False
+        # Ctrl-C / SIGTERM (trainer/signals.py): the flag the loops read per step, the
+        # running stage's handlers, and whether this process was asked to terminate.
+        self._signal_check = False
+        self._signals: signals.SignalGuard | None = None
+        self._received_sigterm = False
         self.module: Module | None = None
         self.datamodule: DataModule | None = None
         self._optimization = OptimizationPlan()
@@ -194,7 +204,12 @@ class Trainer(TrainerViews):
         # Checkpoint and resume bookkeeping (see trainer/checkpointing.py and fit_loop.py).
         self.epoch_end_validation = False
         self._epoch_finished = False
+        # Inside on_train_epoch_end only: whether epoch schedulers still step for this epoch.
+        self._epoch_end_schedulers: bool | None = None
+        self._last_validation_batches = -1  # progress.total_batches when fit last validated
         self._window_has_grads = False
+        self._skipped_nonfinite = 0  # non-finite losses dropped this fit (nonfinite_loss="skip")
+        self._loss_check: nonfinite.LossCheck | None = None  # this fit's (trainer/nonfinite.py)
         self._epoch_rng: dict[str, Any] | None = None
         self._pending_checkpoint: dict[str, Any] | None = None
         self.ckpt_path: str | None = None  # the checkpoint the last fit/validate/test/predict loaded
@@ -249,6 +264,10 @@ class Trainer(TrainerViews):
 
     # -- manual optimization -------------------------------------------------------------
     def _manual_backward(self, loss: torch.Tensor) -> None:
+        check = self._loss_check
+        if check is not None and not check.is_finite(loss):
+            nonfinite.handle(self, loss, "manual_backward()", self.progress.epoch_batches)  # raises unless "skip"
+            return  # "skip": no backward and no hooks for this loss
         self._call("on_before_backward", loss)
         self.strategy.backward(loss)
         self._call("on_after_backward")
@@ -320,6 +339,17 @@ class Trainer(TrainerViews):
     ) -> list[dict[str, float]]:
         from fitkit.trainer.eval_loop import run_evaluate
 
+        step = "validation_step" if fn == TrainerFn.VALIDATING else "test_step"
+        target = unwrap_compiled(model) if model is not None else self.module
+        if isinstance(target, Module) and getattr(type(target), step) is getattr(Module, step):
+            raise MisconfigurationError(
+                invalid(
+                    "model",
+                    type(target).__name__,
+                    f"it does not define `{step}`, so `{fn.value}` has nothing to run",
+                    f"a fitkit.Module that overrides {step}(self, batch, batch_idx)",
+                )
+            )
         self._start(model, datamodule, fn)
         return self._run(functools.partial(run_evaluate, self, dataloaders, fn.value, verbose), fn.value, ckpt_path)
 
@@ -368,8 +398,12 @@ class Trainer(TrainerViews):
             torch.backends.cudnn.benchmark = False
         module = self.module
         assert module is not None
+        guard = signals.SignalGuard(self, stage)
         try:
             self.strategy.setup_environment()
+            # Only now: a process blocked in C++ (the process-group rendezvous) runs no Python
+            # handler, so there a signal keeps its default effect (SIGTERM ends the process).
+            guard.install()
             if self.datamodule is not None:
                 self.datamodule.prepare_data()
             self._call("prepare_data")
@@ -379,7 +413,8 @@ class Trainer(TrainerViews):
             self.module = self.strategy.setup_module(module)  # type: ignore[assignment]
             self.ckpt_path = None
             if ckpt_path is not None:
-                self.ckpt_path = checkpointing.resolve_path(self, ckpt_path)
+                last = newest_last_checkpoint(self) if ckpt_path == "last" else None
+                self.ckpt_path = last or checkpointing.resolve_path(self, ckpt_path)
                 checkpoint = self.strategy.load_checkpoint(self.ckpt_path)
                 checkpointing.load_module_state(self, checkpoint)
                 if stage == "fit":
@@ -390,13 +425,22 @@ class Trainer(TrainerViews):
             for lg in self.loggers:
                 lg.finalize("success")
         except BaseException as exc:
+            if self._results.fx is not None and isinstance(exc, TypeError):
+                from fitkit.trainer.data import note_batch_without_tensors
+
+                note_batch_without_tensors(exc, self._results.fx, self._results.batch)
             self.state.status = TrainerStatus.INTERRUPTED
             self.strategy.on_exception(exc)
-            self._call("on_exception", exc)
+            if not guard.aborted:  # a second signal means "now": no checkpoint from the middle of a step
+                self._call("on_exception", exc)
+            interrupted = isinstance(exc, (KeyboardInterrupt, signals.SIGTERMException))
             for lg in self.loggers:
-                lg.finalize("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
-            raise
+                lg.finalize("interrupted" if interrupted else "failed")
+            if not guard.graceful(exc):
+                raise
+            result = None  # a first Ctrl-C ends the stage early; `trainer.interrupted` says so
         finally:
+            guard.restore()
             self.state.stage = None
             self._results.fx = None
             if self.datamodule is not None:
@@ -409,6 +453,7 @@ class Trainer(TrainerViews):
                 torch.use_deterministic_algorithms(previous_deterministic, warn_only=previous_warn_only)
             if self.benchmark is not None or self.deterministic:
                 torch.backends.cudnn.benchmark = previous_benchmark
+        guard.finish()  # a SIGTERM that came after the last step boundary ends the process now
         return result
 
     def _configure_optimizers(self, module: Module) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fitkit.trainer.state import RunningStage
+from fitkit.trainer.state import RunningStage, TrainerStatus
 
 if TYPE_CHECKING:
     from fitkit.loggers import Logger
@@ -36,6 +36,8 @@ class TrainerViews:
     num_training_batches: int | float
     _results: Results
     _optimization: OptimizationPlan
+    _received_sigterm: bool
+    _skipped_nonfinite: int
 
     @property
     def current_epoch(self) -> int:
@@ -44,6 +46,28 @@ class TrainerViews:
     @property
     def global_step(self) -> int:
         return self.progress.global_step
+
+    @property
+    def skipped_nonfinite_steps(self) -> int:
+        """Training losses dropped in this ``fit`` because they were NaN or infinite (``nonfinite_loss="skip"``).
+
+        Counts ``training_step`` results (micro-batches, with gradient accumulation) and
+        ``manual_backward`` calls; not saved in checkpoints.
+        """
+        return self._skipped_nonfinite
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the last ``fit``/``validate``/``test``/``predict`` ended early: Ctrl-C, SIGTERM or an exception.
+
+        After a Ctrl-C the stage returns normally and this is how to tell (as in Lightning).
+        """
+        return self.state.status == TrainerStatus.INTERRUPTED
+
+    @property
+    def received_sigterm(self) -> bool:
+        """Whether the running (or last) stage was asked to terminate: this process (or any rank) got SIGTERM."""
+        return self._received_sigterm
 
     @property
     def callback_metrics(self) -> dict[str, Any]:

@@ -39,12 +39,26 @@ def rendezvous_env(num_processes: int, num_nodes: int) -> dict[str, str]:
 
     The address and port the user exported win; otherwise this machine and a free port,
     so two jobs started on one machine at once do not collide. Several nodes need the
-    port exported (every node must agree on it).
+    port exported (every node must agree on it). An exported ``WORLD_SIZE`` that is not
+    ``num_processes * num_nodes`` is refused here, before any process starts.
     """
-    env = os.environ
-    if num_nodes > 1 and "MASTER_PORT" not in env:
-        from fitkit.utilities.exceptions import MisconfigurationError, invalid
+    from fitkit.utilities.exceptions import MisconfigurationError, invalid
 
+    env = os.environ
+    planned = num_processes * num_nodes
+    if env.get("WORLD_SIZE", str(planned)) != str(planned):
+        # Checked before any process starts: the job would otherwise run with a size the
+        # user did not mean, or (under several nodes) wait for processes that never come.
+        raise MisconfigurationError(
+            invalid(
+                "WORLD_SIZE",
+                env["WORLD_SIZE"],
+                f"it is exported, but devices={num_processes} x num_nodes={num_nodes} makes {planned} processes "
+                "(RANK, LOCAL_RANK and WORLD_SIZE are not all set, so this is not a torchrun launch)",
+                f"WORLD_SIZE unset (fitkit sets it for the processes it starts) or equal to {planned}",
+            )
+        )
+    if num_nodes > 1 and "MASTER_PORT" not in env:
         raise MisconfigurationError(
             invalid(
                 "num_nodes",

@@ -6,11 +6,15 @@ itself: the stage's result, the weights, the progress counters, the metrics and 
 callbacks' state (the best checkpoint's path, for example). Everything the stage
 needs must pickle: the Trainer, the Module, the loaders (each worker gets its own
 copy, as ``pickle`` makes it). If a worker raises, the others are ended and the
-error surfaces in the calling process.
+error surfaces in the calling process (``torch.multiprocessing``'s
+``ProcessRaisedException``, carrying the worker's traceback once). If a worker dies
+without raising (killed, ``os._exit``), the others are ended too and the caller gets a
+:class:`~fitkit.utilities.exceptions.FitkitRuntimeError` naming its rank and how it ended.
 """
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import pickle
@@ -19,7 +23,11 @@ from typing import Any
 
 import torch
 
+from fitkit.strategies.launchers.errors import describe_exit
 from fitkit.strategies.launchers.launcher import Launcher, rank_env, rendezvous_env
+from fitkit.utilities.exceptions import FitkitRuntimeError
+
+GRACE_S = 3.0
 
 
 class MultiprocessingLauncher(Launcher):
@@ -46,13 +54,28 @@ class MultiprocessingLauncher(Launcher):
         # Plain pickle, not torch.multiprocessing's: that one would put the parameters in
         # shared memory, and every worker would then step the same weights.
         job = pickle.dumps((function, args, kwargs, trainer))
-        mp.start_processes(
-            _worker,
-            args=(job, base, self.num_processes, queue),
-            nprocs=self.num_processes,
-            join=True,
-            start_method=self.start_method,
-        )
+        try:
+            context = mp.start_processes(
+                _worker,
+                args=(job, base, self.num_processes, queue),
+                nprocs=self.num_processes,
+                join=False,
+                start_method=self.start_method,
+            )
+            # After one worker fails, the others get GRACE_S to stop by themselves (their
+            # collective fails), then SIGTERM, then SIGKILL after GRACE_S more, instead of
+            # torch's default 30 s: a worker stuck in C++ never runs its SIGTERM handler.
+            # (torch < 2.4 has no grace period: it terminates the others at once.)
+            grace = {"grace_period": GRACE_S} if "grace_period" in inspect.signature(context.join).parameters else {}
+            while not context.join(**grace):
+                pass
+        except mp.ProcessExitedException as exc:  # a worker died without a Python error to show
+            node_rank = int(base["NODE_RANK"])
+            code = exc.exit_code  # negative: the signal that killed it
+            raise FitkitRuntimeError(
+                f"The ddp_spawn worker of global rank {node_rank * self.num_processes + exc.error_index} "
+                f"(local rank {exc.error_index}) {describe_exit(code)}. The other workers were stopped."
+            ) from None
         payload = queue.get() if not queue.empty() else None
         if payload is None:
             return None

@@ -5,8 +5,10 @@ The process the user started becomes global rank 0 of its node. It starts the ot
 interpreter and torchrun-style variables (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``, ``MASTER_PORT``...), so each copy builds the same Trainer, finds
 its ranks in the environment, and joins the group. A watcher thread ends the job
-when a copy dies with an error, so a failure on one rank never leaves the others
-waiting in a collective.
+when a copy dies with an error or is killed, so a failure on one rank never leaves
+the others waiting in a collective (up to the process group's ``timeout``). Exactly
+one line names the process that ended the job, whichever of the watcher and rank 0's
+own failure notices it first; the failing process's traceback is its own, printed once.
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fitkit.strategies.launchers.errors import is_peer_failure, process_exit_message
 from fitkit.strategies.launchers.launcher import Launcher, rank_env, rendezvous_env
 from fitkit.utilities.exceptions import FitkitRuntimeError
 
 _POLL_S = 0.1
 _TERMINATE_GRACE_S = 3.0
 _ECHO_WAIT_S = 1.0  # how long a failing rank 0 waits to learn whether a copy failed first
+# A copy that exits with this status stopped for SIGTERM (trainer/signals.py): all ranks
+# agreed to stop at the same step and save, so it is not a failure that ends the others.
+_SIGTERM_EXIT = 128 + int(signal.SIGTERM)
+_SIGTERM_WAIT_S = 60.0  # how long rank 0, stopping for SIGTERM, waits for the copies to finish theirs
 
 
 def script_command() -> list[str]:
@@ -61,6 +68,10 @@ class SubprocessScriptLauncher(Launcher):
         self.num_nodes = num_nodes
         self.procs: list[subprocess.Popen[bytes]] = []
         self._watcher: _Watcher | None = None
+        self._node_rank = 0
+        # The watcher thread and the main thread may both see a copy fail: one reports it.
+        self._report_lock = threading.Lock()
+        self._reported = False
 
     def launch(self, function: Callable[..., Any], *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
         if not self.launched:
@@ -68,20 +79,44 @@ class SubprocessScriptLauncher(Launcher):
         try:
             return function(*args, **kwargs)
         except BaseException as exc:
+            if isinstance(exc, SystemExit) and exc.code == _SIGTERM_EXIT:
+                # Every rank stops at the same step for SIGTERM: let the copies finish
+                # their own shutdown (loggers, teardown) rather than signal them again.
+                self._wait_children(_SIGTERM_WAIT_S)
+                self.stop_children()
+                raise
             # A copy that died first breaks this process's collectives: then its error
             # (printed above, by the copy) is the one to show, not this echo of it.
-            failed = self._first_failure(wait_s=_ECHO_WAIT_S) if _is_peer_failure(exc) else None
+            failed = self._first_failure(wait_s=_ECHO_WAIT_S) if is_peer_failure(exc) else None
             # Stop the copies now rather than leave them to time out in a collective,
             # and keep the watcher from reporting their deaths.
             self.stop_children()
             if failed is None:
                 raise
             rank, code = failed
-            sys.stderr.write(
-                f"fitkit: the process of local rank {rank} exited with code {code} (its error is above); "
-                "the other processes of this node were stopped.\n"
-            )
+            self._report(rank, code)  # no-op when the watcher already did
             raise SystemExit(1) from None
+
+    def _report(self, local_rank: int, code: int) -> bool:
+        """Print the line naming the copy that ended the job, once per job; False if already printed."""
+        with self._report_lock:
+            if self._reported:
+                return False
+            self._reported = True
+        sys.stdout.flush()
+        global_rank = self._node_rank * self.num_processes + local_rank
+        sys.stderr.write(process_exit_message(global_rank, local_rank, code))
+        sys.stderr.flush()
+        return True
+
+    def _on_child_failure(self, local_rank: int, code: int) -> None:
+        """The watcher saw a copy fail: end the other copies and this process (rank 0) at once."""
+        with self._report_lock:
+            if self._reported:
+                return  # the main thread is already on its way out
+        _terminate([p for i, p in enumerate(self.procs, start=1) if i != local_rank])
+        if self._report(local_rank, code):
+            os._exit(1)
 
     def _first_failure(self, wait_s: float) -> tuple[int, int] | None:
         """(local rank, exit code) of a copy that exited with an error, waiting up to ``wait_s``."""
@@ -89,7 +124,7 @@ class SubprocessScriptLauncher(Launcher):
         while True:
             for rank, proc in enumerate(self.procs, start=1):
                 code = proc.poll()
-                if code not in (None, 0):
+                if code not in (None, 0, _SIGTERM_EXIT):
                     return rank, code  # type: ignore[return-value]
             if time.monotonic() >= deadline:
                 return None
@@ -98,13 +133,14 @@ class SubprocessScriptLauncher(Launcher):
     def _start_children(self) -> None:
         command = script_command()
         base = rendezvous_env(self.num_processes, self.num_nodes)
+        self._node_rank = int(base["NODE_RANK"])
         for local_rank in range(1, self.num_processes):
             env = {**os.environ, **rank_env(base, local_rank, self.num_processes)}
             self.procs.append(subprocess.Popen(command, env=env, preexec_fn=_die_with_parent))
         # This process is local rank 0: set its own variables last, so that the children
         # were started from the user's environment, not from rank 0's.
         os.environ.update(rank_env(base, 0, self.num_processes))
-        self._watcher = _Watcher(self.procs)
+        self._watcher = _Watcher(self.procs, self._on_child_failure)
         self._watcher.start()
         atexit.register(self._wait_at_exit)
 
@@ -113,6 +149,14 @@ class SubprocessScriptLauncher(Launcher):
         if self._watcher is not None:
             self._watcher.stop()
         _terminate(self.procs)
+
+    def _wait_children(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                return
 
     def _wait_at_exit(self) -> None:
         # The copies run the rest of the script too; the job ends when all of them have.
@@ -123,15 +167,17 @@ class SubprocessScriptLauncher(Launcher):
             self._watcher.stop()
         if failed:
             sys.stderr.flush()
-            os._exit(1)
+            # Copies that stopped for SIGTERM and nothing worse: the job's status is SIGTERM's.
+            os._exit(_SIGTERM_EXIT if all(code == _SIGTERM_EXIT for code in failed) else 1)
 
 
 class _Watcher(threading.Thread):
-    """Polls the copies; when one exits with an error, ends the others and this process."""
+    """Polls the copies; when one exits with an error or a signal, calls ``on_failure(local_rank, code)``."""
 
-    def __init__(self, procs: list[subprocess.Popen[bytes]]) -> None:
+    def __init__(self, procs: list[subprocess.Popen[bytes]], on_failure: Callable[[int, int], None]) -> None:
         super().__init__(name="fitkit-ddp-watcher", daemon=True)
         self.procs = procs
+        self.on_failure = on_failure
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -141,31 +187,12 @@ class _Watcher(threading.Thread):
         while not self._stop_event.wait(_POLL_S):
             for rank, proc in enumerate(self.procs, start=1):
                 code = proc.poll()
-                if code is None or code == 0:
+                if code is None or code == 0 or code == _SIGTERM_EXIT:
                     continue
                 if self._stop_event.is_set():
                     return
-                _terminate([p for p in self.procs if p is not proc])
-                sys.stdout.flush()
-                sys.stderr.write(
-                    f"fitkit: the process of local rank {rank} exited with code {code} "
-                    "(its error is above); the other processes of this node were stopped.\n"
-                )
-                sys.stderr.flush()
-                os._exit(1)
-
-
-def _is_peer_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` is what a collective raises when another process went away."""
-    import torch.distributed as dist
-
-    if isinstance(exc, getattr(dist, "DistError", ())):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and any(w in text for w in _PEER_FAILURE_WORDS)
-
-
-_PEER_FAILURE_WORDS = ("Connection closed", "Connection reset", "Broken pipe", "gloo", "NCCL", "remote worker")
+                self.on_failure(rank, code)
+                return
 
 
 def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
