@@ -100,6 +100,17 @@ class XLALoader:
             self.device_loader._parallel_loader = None
 
 
+def _on_device(batch: Any, device: torch.device) -> bool:
+    """Whether ``batch`` is a tensor, or a tuple, list or dict of tensors, all on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.device == device
+    if isinstance(batch, (tuple, list)):
+        return all(_on_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return all(_on_device(b, device) for b in batch.values())
+    return False
+
+
 def _to_cpu(data: Any) -> Any:
     """``data`` with every XLA tensor copied to the CPU, in one transfer where torch_xla offers it."""
     import torch_xla.core.xla_model as xm
@@ -244,8 +255,10 @@ class XLAStrategy(Strategy):
 
             sync = self._sync = torch_xla.sync
         sync()
-        # Batches from the wrapped loader are on the device already: `.to` is then a no-op.
-        batch = move_data_to_device(batch, self.root_device)
+        # Batches from the wrapped loader are on the device already. Even a no-op `.to`
+        # releases the GIL, which the loader's threads then take: skip it when possible.
+        if not _on_device(batch, self.root_device):
+            batch = move_data_to_device(batch, self.root_device)
         return self.precision.convert_input(batch) if self._convert_inputs else batch
 
     def execute_pending(self) -> None:
