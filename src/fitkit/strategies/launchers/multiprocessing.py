@@ -18,16 +18,18 @@ import inspect
 import io
 import os
 import pickle
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from fitkit.strategies.launchers.errors import describe_exit
+from fitkit.strategies.launchers.errors import describe_exit, is_peer_failure
 from fitkit.strategies.launchers.launcher import Launcher, rank_env, rendezvous_env
 from fitkit.utilities.exceptions import FitkitRuntimeError
 
 GRACE_S = 3.0
+_ECHO_DELAY_S = 1.0  # how long a worker whose collective failed waits before exiting
 
 
 class MultiprocessingLauncher(Launcher):
@@ -90,7 +92,14 @@ def _worker(local_rank: int, job: bytes, base: dict[str, str], num_processes: in
     function, args, kwargs, trainer = pickle.loads(job)
     if trainer is not None:
         trainer.strategy.read_ranks_from_env()
-    result = function(*args, **kwargs)
+    try:
+        result = function(*args, **kwargs)
+    except Exception as exc:
+        if is_peer_failure(exc):
+            # An echo of another worker's failure: let that worker exit first, so that the
+            # caller's join reports its traceback (torch < 2.4 reports whichever exits first).
+            time.sleep(_ECHO_DELAY_S)
+        raise
     if int(os.environ["RANK"]) == 0:
         buffer = io.BytesIO()
         torch.save(_collect(trainer, result), buffer)
