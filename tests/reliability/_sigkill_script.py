@@ -39,9 +39,9 @@ class Ballasted(BoringModule):
 
     train_dataloader = val_dataloader = test_dataloader = predict_dataloader = None  # type: ignore[assignment]
 
-    def __init__(self) -> None:
+    def __init__(self, ballast: int = BALLAST) -> None:
         super().__init__(FEATURES, 2)
-        self.register_buffer("ballast", torch.zeros(BALLAST))
+        self.register_buffer("ballast", torch.zeros(ballast))
 
     def training_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
         loss = self.loss(self(batch))

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import _sigkill_script
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -29,29 +30,20 @@ from torch.utils.data import DataLoader
 import fitkit as fk
 from fitkit import checkpoint as ckpt_io
 from fitkit.callbacks import ModelCheckpoint
-from fitkit.testing import BoringModule
 from fitkit.utilities.exceptions import FitkitRuntimeError
 
-FEATURES = 4
+FEATURES = _sigkill_script.FEATURES
 BALLAST = 2**16  # float32s: a checkpoint of about 260 kB
 FAIL_AT = 4  # the optimizer step whose checkpoint does not fit
 STEPS = 8
 posix_only = pytest.mark.skipif(os.name != "posix", reason="RLIMIT_FSIZE and mounts are POSIX")
 
 
-class Ballasted(BoringModule):
-    """BoringModule with a buffer that makes each checkpoint ``BALLAST`` floats big; logs ``train_loss``."""
-
-    train_dataloader = val_dataloader = test_dataloader = predict_dataloader = None  # type: ignore[assignment]
+class Ballasted(_sigkill_script.Ballasted):
+    """The SIGKILL test's module, with a ``BALLAST``-float buffer: each checkpoint is about 260 kB."""
 
     def __init__(self) -> None:
-        super().__init__(FEATURES, 2)
-        self.register_buffer("ballast", torch.zeros(BALLAST))
-
-    def training_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
-        loss = self.loss(self(batch))
-        self.log("train_loss", loss)
-        return loss
+        super().__init__(BALLAST)
 
 
 class AtStep(fk.Callback):

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import fitkit as fk
+from fitkit.testing import quiet_trainer
 
 os.environ.setdefault("PJRT_DEVICE", "CPU")
 
@@ -80,10 +81,4 @@ class LossRecorder(fk.Callback):
 
 
 def trainer(**kwargs: Any) -> fk.Trainer:
-    kwargs.setdefault("accelerator", "xla")
-    kwargs.setdefault("enable_progress_bar", False)
-    kwargs.setdefault("enable_model_summary", False)
-    kwargs.setdefault("enable_checkpointing", False)
-    kwargs.setdefault("logger", False)
-    kwargs.setdefault("num_sanity_val_steps", 0)
-    return fk.Trainer(**kwargs)
+    return quiet_trainer(**{"accelerator": "xla", "num_sanity_val_steps": 0, **kwargs})
