@@ -30,9 +30,9 @@ $(PY):
 
 # Re-install when the project's metadata or the pins change.
 $(STAMP): $(PY) pyproject.toml constraints.txt
-	$(PIP) install -q --upgrade pip -c constraints.txt
-	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -c constraints.txt -e ".[dev,examples,tensorboard]"
+	$(PIP) install -q --no-cache-dir --upgrade pip -c constraints.txt
+	$(PIP) install -q --no-cache-dir -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q --no-cache-dir -c constraints.txt -e ".[dev,examples,tensorboard]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -59,9 +59,9 @@ $(LEGACY_PY):
 	$(PYTHON) -m venv $(LEGACY_VENV)
 
 $(LEGACY_STAMP): $(LEGACY_PY) pyproject.toml constraints-legacy.txt
-	$(LEGACY_PY) -m pip install -q --upgrade pip
-	$(LEGACY_PY) -m pip install -q -c constraints-legacy.txt torch==2.3.0 torchvision==0.18.0 torchtext==0.18.0
-	$(LEGACY_PY) -m pip install -q -c constraints-legacy.txt -e . $(TEST_DEPS)
+	$(LEGACY_PY) -m pip install -q --no-cache-dir --upgrade pip
+	$(LEGACY_PY) -m pip install -q --no-cache-dir -c constraints-legacy.txt torch==2.3.0 torchvision==0.18.0 torchtext==0.18.0
+	$(LEGACY_PY) -m pip install -q --no-cache-dir -c constraints-legacy.txt -e . $(TEST_DEPS)
 	touch $(LEGACY_STAMP)
 
 test-legacy: $(LEGACY_STAMP)
@@ -71,9 +71,9 @@ $(XLA_PY):
 	$(PYTHON) -m venv $(XLA_VENV)
 
 $(XLA_STAMP): $(XLA_PY) pyproject.toml constraints-xla.txt
-	$(XLA_PY) -m pip install -q --upgrade pip
-	$(XLA_PY) -m pip install -q -c constraints-xla.txt torch==2.9.0 torch_xla==2.9.0
-	$(XLA_PY) -m pip install -q -c constraints-xla.txt -e . $(TEST_DEPS)
+	$(XLA_PY) -m pip install -q --no-cache-dir --upgrade pip
+	$(XLA_PY) -m pip install -q --no-cache-dir -c constraints-xla.txt torch==2.9.0 torch_xla==2.9.0
+	$(XLA_PY) -m pip install -q --no-cache-dir -c constraints-xla.txt -e . $(TEST_DEPS)
 	touch $(XLA_STAMP)
 
 # The XLA tests (torch_xla's CPU backend), then a core subset on this lane's torch 2.9.
