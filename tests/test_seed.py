@@ -171,3 +171,30 @@ def test_rng_snapshot_keeps_python_state_as_a_tensor_and_reads_the_old_list_form
     assert [random.random() for _ in range(3)] == expected
     rng.restore({"python": [version, words.tolist(), gauss]})  # checkpoints written before the tensor form
     assert [random.random() for _ in range(3)] == expected
+
+
+def test_take_device_seed_hands_out_the_last_seed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Devices torch.manual_seed misses (XLA) take seed_everything's seed at their next set-up."""
+    from fitkit.utilities import seed as seed_module
+
+    monkeypatch.setattr(seed_module, "_device_seed", None)
+    monkeypatch.setattr(seed_module, "_env_seed_taken", True)
+    assert seed_module.take_device_seed() is None  # never seeded: the device stream goes on
+    fk.seed_everything(3)
+    fk.seed_everything(4)
+    assert seed_module.take_device_seed() == 4
+    assert seed_module.take_device_seed() is None  # a second fit continues, as torch's generators do
+
+
+def test_take_device_seed_follows_the_environment_once_in_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launched replica never called seed_everything: it takes the parent's $FITKIT_GLOBAL_SEED, once."""
+    from fitkit.utilities import seed as seed_module
+
+    monkeypatch.setattr(seed_module, "_device_seed", None)
+    monkeypatch.setattr(seed_module, "_env_seed_taken", False)
+    monkeypatch.setenv("FITKIT_GLOBAL_SEED", "17")
+    assert seed_module.take_device_seed() == 17
+    assert seed_module.take_device_seed() is None
+    monkeypatch.setattr(seed_module, "_env_seed_taken", False)
+    monkeypatch.setenv("FITKIT_GLOBAL_SEED", "not a number")
+    assert seed_module.take_device_seed() is None

@@ -348,3 +348,35 @@ def test_a_checkpoint_without_the_due_flags_resumes_as_before(tmp_path: Path) ->
     resumed, t2 = Net("onecycle"), trainer()
     t2.fit(resumed, *data(False), ckpt_path=path)
     assert_same_run(reference, (resumed, t2))
+
+
+class CountingStrategy(fk.strategies.SingleDeviceStrategy):
+    """A device with a random state of its own (as XLA's seed): a counter advanced per batch."""
+
+    def __init__(self) -> None:
+        super().__init__(torch.device("cpu"))
+        self.counter, self.loaded = 0, None
+
+    def batch_to_device(self, batch: Any) -> Any:
+        self.counter += 1
+        return super().batch_to_device(batch)
+
+    def rng_state(self) -> dict[str, Any]:
+        return {"counter": self.counter}
+
+    def load_rng_state(self, state: dict[str, Any]) -> None:
+        self.counter = self.loaded = state["counter"]
+
+
+@pytest.mark.parametrize("at", [6, 7])  # mid-epoch, and the first epoch's last batch
+@pytest.mark.filterwarnings("error:Detected call of")  # resuming at 7 steps StepLR first
+def test_a_strategy_s_own_random_state_is_saved_and_restored(tmp_path: Path, at: int) -> None:
+    path = tmp_path / "crash.ckpt"
+    train, _ = data(own_generator=True)
+    with pytest.raises(Crash):
+        trainer(strategy=CountingStrategy(), callbacks=[SaveThenCrash(path, at)], max_epochs=2).fit(Net(), train)
+    assert torch.load(path, weights_only=True)["loops"]["rng"]["device"] == {"counter": at}
+    resumed = CountingStrategy()
+    trainer(strategy=resumed, max_epochs=2).fit(Net(), data(own_generator=True)[0], ckpt_path=str(path))
+    assert resumed.loaded == at
+    assert resumed.counter == 2 * 7  # 7 batches per epoch: continued from the save, none counted twice

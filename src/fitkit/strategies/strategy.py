@@ -157,6 +157,18 @@ class Strategy:
         so that reading a value does not compile and run a graph of its own.
         """
 
+    def rng_state(self) -> dict[str, Any]:
+        """Random-number state of the device beyond torch's CPU and CUDA generators.
+
+        Checkpoints store it next to :func:`fitkit.utilities.rng.capture`'s state, and a
+        resumed run hands it back to :meth:`load_rng_state`. Empty for devices that torch's
+        own generators cover; XLA returns its per-device seed.
+        """
+        return {}
+
+    def load_rng_state(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`rng_state` returned (missing keys are left alone)."""
+
     # -- checkpoints ----------------------------------------------------------------------
     # The Trainer builds and restores checkpoints through these, so a strategy whose
     # parameters are sharded (FSDP) can gather them into, and scatter them out of, the

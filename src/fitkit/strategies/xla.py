@@ -46,6 +46,7 @@ from fitkit.strategies.launchers.xla import XLALauncher
 from fitkit.strategies.strategy import Strategy
 from fitkit.utilities.apply_func import move_data_to_device
 from fitkit.utilities.exceptions import FitkitRuntimeError, MisconfigurationError, invalid
+from fitkit.utilities.seed import take_device_seed
 
 REDUCE_OPS = ("mean", "sum", "max", "min")
 
@@ -121,6 +122,10 @@ def _to_cpu(data: Any) -> Any:
     return move_data_to_device(data, torch.device("cpu"))
 
 
+# torch_xla's recurrence for the device seed at each graph cut (its MarkStep).
+_SEED_MUL, _SEED_ADD, _SEED_MASK = 7012063, 1012031, 2**64 - 1
+
+
 class XLAStrategy(Strategy):
     """One process per XLA device; the Trainer picks it for ``accelerator="xla"`` (alias ``"tpu"``).
 
@@ -159,6 +164,11 @@ class XLAStrategy(Strategy):
         self._convert_inputs = False  # whether batches go through precision.convert_input
         self._sync: Callable[[], None] | None = None  # torch_xla.sync, once torch_xla is imported
         self._loaders: list[XLALoader] = []
+        # The device seed each batch starts from: advanced per batch as torch_xla advances
+        # it per graph cut, so extra cuts (a checkpoint, a log flush) do not shift it.
+        self._seed: int | None = None
+        self._set_seed: Callable[[int, str], None] | None = None
+        self._device_name = ""
         self.set_num_processes(num_processes)
 
     def set_num_processes(self, num_processes: int) -> None:
@@ -222,6 +232,12 @@ class XLAStrategy(Strategy):
 
         self._sync = torch_xla.sync
         super().setup_environment()
+        import torch_xla.core.xla_model as xm
+
+        self._device_name = str(self.root_device)
+        self._set_seed = xm.set_rng_state
+        seed = take_device_seed()  # torch.manual_seed does not reach XLA's generator
+        self._seed = int(xm.get_rng_state(self._device_name)) if seed is None else seed
 
     def setup_module(self, module: nn.Module) -> nn.Module:
         module = super().setup_module(module)
@@ -255,6 +271,11 @@ class XLAStrategy(Strategy):
 
             sync = self._sync = torch_xla.sync
         sync()
+        if self._set_seed is not None:
+            # The seed this batch's random ops start from: torch_xla's own per-cut recurrence,
+            # applied once per batch however many cuts ran since, so a resumed run repeats it.
+            self._seed = seed = (_SEED_ADD + self._seed * _SEED_MUL) & _SEED_MASK  # type: ignore[operator]
+            self._set_seed(seed, self._device_name)
         # Batches from the wrapped loader are on the device already. Even a no-op `.to`
         # releases the GIL, which the loader's threads then take: skip it when possible.
         if not _on_device(batch, self.root_device):
@@ -319,6 +340,27 @@ class XLAStrategy(Strategy):
         return xm.optimizer_step(
             optimizer, barrier=False, optimizer_args={} if closure is None else {"closure": closure}
         )
+
+    # -- random numbers ---------------------------------------------------------------------------------
+    def rng_state(self) -> dict[str, Any]:
+        """The XLA device seed the current batch started from (torch's generators miss it).
+
+        torch_xla advances its per-device seed at every graph cut, and the number of cuts
+        between two batches depends on what ran between them (a checkpoint save, a log
+        flush). ``batch_to_device`` therefore sets the seed of each batch itself, with
+        torch_xla's own recurrence applied once per batch; with one cut per batch, as in
+        a plain torch_xla loop, that is the seed torch_xla would have used anyway. The
+        state is this counter: no graph runs to read it.
+        """
+        if self._seed is None:
+            return {}
+        return {"xla": self._seed}
+
+    def load_rng_state(self, state: dict[str, Any]) -> None:
+        if "xla" in state:
+            self._seed = int(state["xla"])
+            if self._set_seed is not None:
+                self._set_seed(self._seed, self._device_name)
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str | os.PathLike[str]) -> None:

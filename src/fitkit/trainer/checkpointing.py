@@ -97,7 +97,7 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
                 "metrics": trainer._results.state_dict(),
                 "loops": {
                     "epoch_rng": None if epoch_finished else trainer._epoch_rng,
-                    "rng": rng.capture(trainer.train_dataloader),
+                    "rng": rng.capture(trainer.train_dataloader, trainer.strategy),
                     **_pending_work(trainer, epoch_finished),
                 },
                 "callbacks": {},
@@ -280,6 +280,14 @@ def restore_training_state(trainer: Trainer, checkpoint: Mapping[str, Any]) -> N
         config.scheduler.load_state_dict(state)
     trainer.strategy.precision.load_state_dict(checkpoint.get("precision", {}))
     trainer.progress.load_state_dict(checkpoint["progress"])
+    if trainer.progress.global_step > 0:
+        # The optimizers stepped in the run this one continues: a scheduler stepping first
+        # here (a resume at an epoch's last batch) is in order, so torch must not warn
+        # that it "skips the first value of the schedule". torch >= 2.4 reads _opt_called,
+        # older releases _step_count.
+        for opt in plan.optimizers:
+            opt._opt_called = True  # type: ignore[attr-defined]
+            opt._step_count = max(getattr(opt, "_step_count", 0), 1)  # type: ignore[attr-defined]
     trainer._results.load_state_dict(checkpoint.get("metrics", {}))
     loops = checkpoint.get("loops", {})
     # Missing keys (checkpoints from before fitkit saved them) mean: nothing pending.

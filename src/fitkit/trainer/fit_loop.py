@@ -287,7 +287,7 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
     resume, trainer._resume_point = trainer._resume_point, None
     if resume is not None and not resume.epoch_batches:
         # Resumed at an epoch boundary: continue the random streams where they stopped.
-        rng.restore(resume.rng_now, loader)
+        rng.restore(resume.rng_now, loader, strategy)
 
     call("on_train_epoch_start")
     # Read after the hook: callbacks (GradientAccumulationScheduler) may change it there.
@@ -324,7 +324,12 @@ def _train_epoch(trainer: Trainer, module: Module, deadline: float | None) -> No
         trainer._epoch_rng = resume.epoch_rng  # type: ignore[union-attr]
         iterator = iter(loader)
         start = data.skip_batches(iterator, start)
-        rng.restore(resume.rng_now, loader)  # type: ignore[union-attr]
+        # The global streams continue from the save. The loader's own generators do not
+        # take the saved state: the rebuilt epoch draws from them exactly as the first run
+        # did (at iterator creation, at the first index, and once more when exhausted), and
+        # a loader that reads ahead on a thread of its own (XLA's MpDeviceLoader) makes those
+        # draws at times of its own, before or after any state set here.
+        rng.restore(resume.rng_now, None, strategy)  # type: ignore[union-attr]
     else:
         trainer._epoch_rng = rng.capture(loader)
         iterator = None
@@ -483,7 +488,7 @@ def _finish_resumed_epoch(trainer: Trainer, resume: checkpointing.ResumePoint) -
     resumed run neither repeats them nor fires ``on_train_epoch_start`` for that epoch.
     The random streams continue from the save point, as the uninterrupted run's did.
     """
-    rng.restore(resume.rng_now, trainer.train_dataloader)
+    rng.restore(resume.rng_now, trainer.train_dataloader, trainer.strategy)
     trainer._results.fx = None
     logged = trainer._results.epoch_end("train")  # the saved epoch values, as the hook left them
     _finish_epoch(trainer, logged, resume.step_epoch_schedulers)

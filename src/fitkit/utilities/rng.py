@@ -29,8 +29,12 @@ def _loader_generators(loader: Any) -> dict[str, torch.Generator]:
     return found
 
 
-def capture(loader: Any = None) -> dict[str, Any]:
-    """Snapshot Python, NumPy, torch (CPU and initialised CUDA) and ``loader``'s generators."""
+def capture(loader: Any = None, strategy: Any = None) -> dict[str, Any]:
+    """Snapshot Python, NumPy, torch (CPU and initialised CUDA) and ``loader``'s generators.
+
+    With ``strategy``, also the device state torch's generators miss
+    (``Strategy.rng_state()``: XLA's seed, which costs a graph cut to read).
+    """
     version, words, gauss = random.getstate()
     # One int64 tensor, not 625 Python ints: ~20x cheaper to capture and to pickle.
     python = [version, torch.tensor(words, dtype=torch.int64), gauss]
@@ -47,10 +51,14 @@ def capture(loader: Any = None) -> dict[str, Any]:
         state["cuda"] = torch.cuda.get_rng_state_all()
     if loader is not None:
         state["loader"] = {name: g.get_state() for name, g in _loader_generators(loader).items()}
+    if strategy is not None:
+        device = strategy.rng_state()
+        if device:
+            state["device"] = device
     return state
 
 
-def restore(state: dict[str, Any], loader: Any = None) -> None:
+def restore(state: dict[str, Any], loader: Any = None, strategy: Any = None) -> None:
     """Put back what :func:`capture` returned (the parts that exist here)."""
     if "python" in state:
         version, words, gauss = state["python"]
@@ -74,3 +82,5 @@ def restore(state: dict[str, Any], loader: Any = None) -> None:
         for name, saved in state["loader"].items():
             if name in generators:
                 generators[name].set_state(saved)
+    if strategy is not None and "device" in state:
+        strategy.load_rng_state(state["device"])

@@ -14,9 +14,19 @@ _SEED_ENV = "FITKIT_GLOBAL_SEED"
 _WORKERS_ENV = "FITKIT_SEED_WORKERS"
 _MAX_SEED = 2**32 - 1
 
+# Devices whose generators torch.manual_seed does not reach (XLA keeps a seed per
+# device, 101 in every new process) take the seed when their strategy sets up:
+# seed_everything leaves it here, and a process that never called it (a spawned
+# replica) takes $FITKIT_GLOBAL_SEED once.
+_device_seed: int | None = None
+_env_seed_taken = False
+
 
 def seed_everything(seed: int | None = None, workers: bool = True) -> int:
-    """Seed Python's ``random``, NumPy (if installed) and torch (CPU and CUDA).
+    """Seed Python's ``random``, NumPy (if installed), torch (CPU and CUDA) and XLA devices.
+
+    XLA's generator is seeded when the next ``Trainer(accelerator="xla")`` sets up (or
+    its launched replicas do), which keeps torch_xla's runtime unstarted until then.
 
     Args:
         seed: the seed, in ``[0, 2**32 - 1]``. ``None`` reads ``FITKIT_GLOBAL_SEED``
@@ -58,6 +68,25 @@ def seed_everything(seed: int | None = None, workers: bool = True) -> int:
     else:
         np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
+    global _device_seed
+    _device_seed = seed
+    return seed
+
+
+def take_device_seed() -> int | None:
+    """The seed a device outside torch's generators (XLA) should start from, once.
+
+    Returns the seed of the last :func:`seed_everything` not yet taken; in a process
+    that never called it, ``$FITKIT_GLOBAL_SEED`` the first time (so replicas started by
+    a launcher follow their parent's seed); otherwise None: the device's stream goes
+    on where it is, as torch's own generators do between two ``fit`` calls.
+    """
+    global _device_seed, _env_seed_taken
+    seed, _device_seed = _device_seed, None
+    if seed is None and not _env_seed_taken:
+        env = os.environ.get(_SEED_ENV, "")
+        seed = int(env) if env.isdigit() and int(env) <= _MAX_SEED else None
+    _env_seed_taken = True
     return seed
 
 
