@@ -36,12 +36,15 @@ WAIT_S = 60.0  # how long the paused rank waits for the test's signal before giv
 class Net(fk.Module):
     """``kill``: (batch number, signal numbers) -- this process signals itself in that training batch."""
 
-    def __init__(self, kill: tuple[int, list[int]] | None = None) -> None:
+    def __init__(self, kill: tuple[int, list[int]] | None = None, step_sleep: float = 0.0) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
         self.kill = kill
+        self.step_sleep = step_sleep  # a floor under the step time (the DDP signal exchange spacing reads it)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.step_sleep:
+            time.sleep(self.step_sleep)
         if self.kill is not None and self.trainer.progress.total_batches == self.kill[0]:
             for signum in self.kill[1]:
                 os.kill(os.getpid(), signum)  # a real signal; its handler runs right here
@@ -95,7 +98,7 @@ def _wait(done: Any) -> None:
 def build(cfg: dict[str, Any]) -> tuple[Net, fk.Trainer, DataLoader[Any], RecordFinalize]:
     torch.set_num_threads(1)  # the same float sums in every process
     torch.manual_seed(0)
-    model = Net(cfg.get("kill"))
+    model = Net(cfg.get("kill"), cfg.get("step_sleep", 0.0))
     x = torch.randn(128, 8)
     data = TensorDataset(x, x.sum(1, keepdim=True) + 0.1 * torch.randn(128, 1))
     callbacks: list[fk.Callback] = [OnExceptionCheckpoint(cfg["ckpt_dir"]), *cfg.get("callbacks", [])]

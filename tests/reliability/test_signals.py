@@ -307,9 +307,14 @@ def test_child_sigterm_exits_143_and_resumes_exactly(tmp_path: Path) -> None:
 
 
 # -- two gloo ranks, one of them signalled ------------------------------------------------------
-def _rank_env(rank: int, port: int) -> dict[str, str]:
+def _rank_env(rank: int, port: int, agreement_s: str | None = "0") -> dict[str, str]:
+    # FITKIT_SIGNAL_AGREEMENT_S=0: the ranks exchange flags at every step boundary, so a
+    # signal takes effect exactly one boundary later; None keeps the default spacing.
+    env = {k: v for k, v in os.environ.items() if k != "FITKIT_SIGNAL_AGREEMENT_S"}
+    if agreement_s is not None:
+        env["FITKIT_SIGNAL_AGREEMENT_S"] = agreement_s
     return {
-        **os.environ,
+        **env,
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(port),
         "WORLD_SIZE": "2",
@@ -321,21 +326,35 @@ def _rank_env(rank: int, port: int) -> dict[str, str]:
     }
 
 
-def _start_ranks(cfg: dict[str, Any], tmp_path: Path, tag: str) -> list[subprocess.Popen[bytes]]:
+def _start_ranks(
+    cfg: dict[str, Any], tmp_path: Path, tag: str, agreement_s: str | None = "0"
+) -> list[subprocess.Popen[bytes]]:
     port = find_free_port()
-    return [_start(cfg, tmp_path / f"{tag}.stderr.{r}", _rank_env(r, port)) for r in (0, 1)]
+    return [_start(cfg, tmp_path / f"{tag}.stderr.{r}", _rank_env(r, port, agreement_s)) for r in (0, 1)]
 
 
 @pytest.mark.slow
-def test_ddp_sigterm_to_one_rank_stops_every_rank_and_resumes_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("agreement_s", "step_sleep", "latest_stop"),
+    [
+        ("0", 0.0, 4),  # a flag exchange at every boundary: the ranks stop exactly one step later
+        # The default spacing (0.05 s) over steps of at least 20 ms: an exchange every 2 or
+        # fewer boundaries, read one exchange later, so the stop comes 1 to 5 steps later.
+        (None, 0.02, 8),
+    ],
+    ids=["every-boundary", "default-spacing"],
+)
+def test_ddp_sigterm_to_one_rank_stops_every_rank_and_resumes_exactly(
+    tmp_path: Path, agreement_s: str | None, step_sleep: float, latest_stop: int
+) -> None:
     # Three two-rank jobs: the uninterrupted reference (beside the interrupted one, to save
     # time), the interrupted one, and the resumed one. One process runs one fit: a second
     # process group in the same processes is another test's business.
     signal_at = 3  # 8 steps per epoch on each of two ranks: mid-epoch
     reference = tmp_path / "reference.pt"
     ref_cfg = _cfg(tmp_path / "reference", ddp=True, weights_out=str(reference))
-    cfg = _cfg(tmp_path, ddp=True, signal_at=signal_at, pause_rank=1)
-    procs = _start_ranks(ref_cfg, tmp_path, "reference") + _start_ranks(cfg, tmp_path, "run")
+    cfg = _cfg(tmp_path, ddp=True, signal_at=signal_at, pause_rank=1, step_sleep=step_sleep)
+    procs = _start_ranks(ref_cfg, tmp_path, "reference") + _start_ranks(cfg, tmp_path, "run", agreement_s)
     try:
         _wait_for_line(procs[3], b"REACHED")
         procs[3].send_signal(signal.SIGTERM)  # rank 1 only; rank 0 learns it from the all-reduce
@@ -346,12 +365,15 @@ def test_ddp_sigterm_to_one_rank_stops_every_rank_and_resumes_exactly(tmp_path: 
                 _kill(p)
     logs = "".join((tmp_path / f"{tag}.stderr.{r}").read_text() for tag in ("reference", "run") for r in (0, 1))
     assert codes == [0, 0, 143, 143], logs
+    stops = {_result(cfg, rank)["global_step"] for rank in (0, 1)}
+    assert len(stops) == 1, stops  # every rank stops at the same step
+    stop = stops.pop()
+    assert signal_at + 1 <= stop <= latest_stop, stop
     for rank in (0, 1):
         result = _result(cfg, rank)
         assert result["exit_code"] == 143 and result["received_sigterm"] and result["interrupted"], result
-        # The ranks agree through an all-reduce read one boundary later: all stop after step 4.
-        assert result["global_step"] == signal_at + 1 and result["sigterm_restored"]
-    assert torch.load(_ckpt(tmp_path), weights_only=True)["global_step"] == signal_at + 1
+        assert result["sigterm_restored"], result
+    assert torch.load(_ckpt(tmp_path), weights_only=True)["global_step"] == stop
 
     weights = tmp_path / "resumed.pt"
     resume = _cfg(tmp_path, ddp=True, ckpt_path="last", weights_out=str(weights), out=str(tmp_path / "resumed"))
@@ -365,12 +387,12 @@ def test_ddp_sigterm_to_one_rank_stops_every_rank_and_resumes_exactly(tmp_path: 
 
 @pytest.mark.slow
 def test_ddp_sigterm_after_the_last_boundary_ends_every_rank_with_143(tmp_path: Path) -> None:
-    # The signal reaches rank 1 during the last step (16 of 16): its flag goes out in the
-    # last boundary's asynchronous all-reduce, which no later boundary reads. The stage's
-    # end waits for it, so rank 0 learns of the SIGTERM too and both end with 143 once
-    # fit is done (as one process does after a late SIGTERM), rather than rank 0 with 0.
+    # The signal reaches rank 1 during the last step (16 of 16), after the last flag
+    # exchange inside the loop. The stage's end settles that exchange and shares the flags
+    # once more, so rank 0 learns of the SIGTERM too and both end with 143 once fit is
+    # done (as one process does after a late SIGTERM), rather than rank 0 with 0.
     cfg = _cfg(tmp_path, ddp=True, signal_at=16, pause_rank=1)
-    procs = _start_ranks(cfg, tmp_path, "run")
+    procs = _start_ranks(cfg, tmp_path, "run", agreement_s=None)  # shared by the exchange at the stage's end
     try:
         _wait_for_line(procs[1], b"REACHED")
         procs[1].send_signal(signal.SIGTERM)
@@ -386,3 +408,21 @@ def test_ddp_sigterm_after_the_last_boundary_ends_every_rank_with_143(tmp_path: 
         assert result["exit_code"] == 143 and result["received_sigterm"], result
         assert result["global_step"] == 16 and not result["interrupted"], result  # fit had finished
         assert result["sigterm_restored"], result
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_bad_signal_agreement_spacing_is_refused_with_its_name(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from fitkit.trainer import signals
+
+    monkeypatch.setenv("FITKIT_SIGNAL_AGREEMENT_S", value)
+    with pytest.raises(fk.MisconfigurationError, match=r"FITKIT_SIGNAL_AGREEMENT_S.*seconds >= 0"):
+        signals._agreement_seconds()
+
+
+def test_the_signal_agreement_spacing_defaults_and_accepts_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fitkit.trainer import signals
+
+    monkeypatch.delenv("FITKIT_SIGNAL_AGREEMENT_S", raising=False)
+    assert signals._agreement_seconds() == 0.05
+    monkeypatch.setenv("FITKIT_SIGNAL_AGREEMENT_S", "0")
+    assert signals._agreement_seconds() == 0.0

@@ -33,6 +33,7 @@ def _children(pid: int) -> list[int]:
 def test_sigterm_to_either_rank_ends_the_job_with_143(tmp_path: Path, signalled_rank: int) -> None:
     signal_at = 3
     env = {k: v for k, v in os.environ.items() if k not in RANK_VARS}
+    env["FITKIT_SIGNAL_AGREEMENT_S"] = "0"  # a flag exchange at every boundary: the stop is exactly one step later
     cfg = _cfg(tmp_path, ddp=True, signal_at=signal_at, pause_rank=signalled_rank)
     proc = _start(cfg, tmp_path / "stderr.txt", env)
     try:

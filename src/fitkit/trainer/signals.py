@@ -14,13 +14,20 @@ How a signal travels:
    manual optimization), calls :func:`at_boundary` while the flag is set; the
    validate/test/predict loops of a single process do so after each batch. Under
    several processes the flag is set for the whole of ``fit`` and the ranks agree
-   without blocking: at boundary k, :func:`at_boundary` waits on the ``max``
-   all-reduce it started at boundary k-1 (long finished by then: a step ran since),
-   acts on its result, and starts a new asynchronous one with this process's flag. Every
-   rank thus learns of a signal that reached any of them and all stop at the same
-   boundary, one step later than a blocking all-reduce would. The all-reduce runs on a
-   gloo group (the default group under gloo, a gloo subgroup made at install otherwise)
-   so that reading its result is a host read of a CPU tensor, never a device sync.
+   without blocking, at exchange boundaries: at each, :func:`at_boundary` waits on the
+   ``max`` all-reduce it started at the previous one (long finished by then: steps ran
+   since), acts on its result, and starts a new asynchronous one with this process's
+   flag. Every rank thus learns of a signal that reached any of them and all stop at
+   the same boundary, one exchange later than a blocking all-reduce would. The
+   all-reduce runs on a gloo group (the default group under gloo, a gloo subgroup made
+   at install otherwise) so that reading its result is a host read of a CPU tensor,
+   never a device sync. Exchanges are spaced about ``FITKIT_SIGNAL_AGREEMENT_S``
+   seconds apart (default 0.05; 0 exchanges at every boundary): each rank proposes how
+   many boundaries fit in that time from its own step time, the all-reduce carries the
+   proposals too, and every rank takes the smallest, so all exchange at the same
+   boundaries. A signal thus takes effect within about two such intervals (and at least
+   one step) after it arrived, and a fast step pays for one exchange in many, not one
+   per step.
 3. :func:`at_boundary` raises ``KeyboardInterrupt`` (SIGINT) or
    :class:`SIGTERMException` (SIGTERM) on every rank; ``Trainer._run`` takes the
    interrupted path. After SIGINT the stage returns (``trainer.interrupted`` is True);
@@ -41,6 +48,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +68,30 @@ _NONE, _SIGINT, _SIGTERM = 0, 1, 2
 _NAMES = {_SIGINT: "SIGINT", _SIGTERM: "SIGTERM"}
 # After an error, how long the stage's end waits for its last flag all-reduce (gloo's Work.wait timeout).
 _ABANDON_AFTER = datetime.timedelta(seconds=2)
+# Under several processes: the time between two flag exchanges the ranks aim for, and the
+# most boundaries between two exchanges (a bound on the delay when steps suddenly slow down).
+_FINAL_WAIT = datetime.timedelta(seconds=60)
+_AGREEMENT_ENV = "FITKIT_SIGNAL_AGREEMENT_S"
+_DEFAULT_AGREEMENT_S = 0.05
+_MAX_INTERVAL = 256
+
+
+def _agreement_seconds() -> float:
+    """``$FITKIT_SIGNAL_AGREEMENT_S`` as seconds >= 0 (the default when unset)."""
+    from fitkit.utilities.exceptions import MisconfigurationError, invalid
+
+    raw = os.environ.get(_AGREEMENT_ENV, "")
+    if not raw:
+        return _DEFAULT_AGREEMENT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise MisconfigurationError(
+            invalid(_AGREEMENT_ENV, raw, "it spaces the ranks' signal exchanges", "seconds >= 0, such as 0.05 or 0")
+        )
+    return value
 
 
 class SIGTERMException(SystemExit):
@@ -110,6 +142,12 @@ class SignalGuard:
         self._group: Any = None
         self._work: Any = None
         self._flag: torch.Tensor | None = None
+        # When to exchange: boundaries left until the next exchange, the interval all ranks
+        # agreed on, the target spacing in seconds, and the time of the last exchange.
+        self._countdown = 1
+        self._interval = 1
+        self._target_s = _agreement_seconds() if self.collective else 0.0
+        self._last_exchange: float | None = None
 
     def install(self) -> None:
         """Attach to the trainer and, in the main thread, handle SIGINT and SIGTERM."""
@@ -136,20 +174,22 @@ class SignalGuard:
 
     def restore(self) -> None:
         """Put the previous handlers back, settle the last all-reduce, and detach from the trainer."""
-        if self._work is not None:
-            if self.trainer.state.status == TrainerStatus.FINISHED:
-                code = self._agreed()  # every rank started it: short; then honoured by finish()
-                if code == _SIGTERM:
-                    self.received = _SIGTERM
-                    self.trainer._received_sigterm = True
-            else:
-                # An error: every peer normally started its side within a step, but one stuck
-                # elsewhere (or dead) may never do so. Wait briefly, then abandon it.
-                try:
-                    self._work.wait(_ABANDON_AFTER)
-                except Exception:  # timed out, or the peer is gone: the process group goes next anyway
-                    pass
-                self._work = self._flag = None
+        if self.collective and self.trainer.state.status == TrainerStatus.FINISHED:
+            # Every rank finished the same boundaries: settle the outstanding exchange (every
+            # rank started it), then share flags once more, so that a signal after the last
+            # exchange reaches every rank. finish() honours a SIGTERM either reveals.
+            code = max(self._agreed()[0], self._exchange_now(self.received))
+            if code == _SIGTERM:
+                self.received = _SIGTERM
+                self.trainer._received_sigterm = True
+        elif self._work is not None:
+            # An error: every peer normally started its side within a step, but one stuck
+            # elsewhere (or dead) may never do so. Wait briefly, then abandon it.
+            try:
+                self._work.wait(_ABANDON_AFTER)
+            except Exception:  # timed out, or the peer is gone: the process group goes next anyway
+                pass
+            self._work = self._flag = None
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous.clear()
@@ -183,30 +223,61 @@ class SignalGuard:
             raise SIGTERMException
 
     def exchange(self, code: int) -> int:
-        """At a step boundary: the flag all ranks agreed on at the previous one, then share ``code``.
+        """At a step boundary: if it is an exchange boundary, the flag agreed at the last one, then share ``code``.
 
-        Returns that agreed flag (``_NONE`` at the first boundary). Unless it asks to
-        stop, starts this boundary's asynchronous ``max`` all-reduce of ``code``; every
-        rank calls this at the same boundaries, so the collectives match in order.
+        Returns that agreed flag (``_NONE`` between exchanges and at the first one).
+        Unless it asks to stop, starts this exchange's asynchronous ``max`` all-reduce of
+        ``code`` and of this rank's proposed interval; every rank counts the same
+        boundaries and reads the same agreed interval, so the collectives match in order.
         """
-        agreed = self._agreed()
+        self._countdown -= 1
+        if self._countdown > 0:
+            return _NONE
+        agreed, interval = self._agreed()
         if agreed != _NONE:
             return agreed  # every rank stops here: start nothing more
         import torch.distributed as dist
 
-        flag = torch.tensor(code, dtype=torch.int32)
+        flag = torch.tensor([code, -self._propose()], dtype=torch.int64)
         self._work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group, async_op=True)
         self._flag = flag
+        self._countdown = self._interval = interval
         return _NONE
 
-    def _agreed(self) -> int:
-        """Wait for the outstanding all-reduce (normally finished already) and read its result."""
+    def _propose(self) -> int:
+        """Boundaries this rank would leave between exchanges: the target time over its step time."""
+        now = time.perf_counter()
+        last, self._last_exchange = self._last_exchange, now
+        if last is None or self._target_s <= 0:
+            return 1
+        per_boundary = (now - last) / self._interval
+        return max(1, min(_MAX_INTERVAL, int(self._target_s / per_boundary) if per_boundary > 0 else _MAX_INTERVAL))
+
+    def _agreed(self) -> tuple[int, int]:
+        """Wait for the outstanding all-reduce (normally finished already): the agreed flag and interval."""
         work, flag = self._work, self._flag
         if work is None or flag is None:
-            return _NONE
+            return _NONE, 1
         self._work = self._flag = None
         work.wait()
-        return int(flag)  # a CPU tensor: no device sync
+        code, negative_interval = flag.tolist()  # a CPU tensor: no device sync
+        return int(code), -int(negative_interval)
+
+    def _exchange_now(self, code: int) -> int:
+        """A ``max`` all-reduce of ``code`` at the end of a stage this rank finished, waited for.
+
+        The peers finished the same loop and come here too, after the same end-of-fit
+        hooks; one that failed in those hooks never does, so the wait is bounded
+        (``_FINAL_WAIT``) and its failure only means no late signal to share.
+        """
+        import torch.distributed as dist
+
+        flag = torch.tensor([code, 0], dtype=torch.int64)
+        try:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group, async_op=True).wait(_FINAL_WAIT)
+        except Exception:  # a peer failed after the loop: its own error ends the job
+            return _NONE
+        return int(flag[0])
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         code = _SIGTERM if signum == signal.SIGTERM else _SIGINT
