@@ -426,3 +426,33 @@ def test_the_signal_agreement_spacing_defaults_and_accepts_zero(monkeypatch: pyt
     assert signals._agreement_seconds() == 0.05
     monkeypatch.setenv("FITKIT_SIGNAL_AGREEMENT_S", "0")
     assert signals._agreement_seconds() == 0.0
+
+
+@pytest.mark.parametrize(("agreement_s", "fewest", "most"), [("0", 60, 60), ("0.02", 3, 30)])
+def test_the_flag_exchanges_are_spaced_by_the_step_time(
+    monkeypatch: pytest.MonkeyPatch, agreement_s: str, fewest: int, most: int
+) -> None:
+    """60 boundaries of about 2 ms: every one exchanges with 0, about one in ten with 0.02 s.
+
+    The bounds are wide for a loaded machine, where a 2 ms sleep lasts longer.
+    """
+    import torch.distributed as dist
+
+    from fitkit.trainer import signals
+
+    monkeypatch.setenv("FITKIT_SIGNAL_AGREEMENT_S", agreement_s)
+    trainer = fk.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False)
+    guard = signals.SignalGuard(trainer, "fit")
+    assert guard.collective  # two processes planned: the flags are agreed through all-reduces
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # a real one-rank group
+    try:
+        exchanges, work = 0, None
+        for _ in range(60):
+            time.sleep(0.002)  # a step
+            assert guard.exchange(signals._NONE) == signals._NONE
+            exchanges += guard._work is not work
+            work = guard._work
+    finally:
+        guard._agreed()
+        dist.destroy_process_group()
+    assert fewest <= exchanges <= most, exchanges

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fitkit.trainer.state import TrainerStatus
+from fitkit.utilities.exceptions import MisconfigurationError, invalid
 from fitkit.utilities.rank_zero import rank_zero_print
 
 if TYPE_CHECKING:
@@ -68,9 +69,10 @@ _NONE, _SIGINT, _SIGTERM = 0, 1, 2
 _NAMES = {_SIGINT: "SIGINT", _SIGTERM: "SIGTERM"}
 # After an error, how long the stage's end waits for its last flag all-reduce (gloo's Work.wait timeout).
 _ABANDON_AFTER = datetime.timedelta(seconds=2)
+# How long a rank that finished fit waits for its peers in the flag exchange at the end.
+_FINAL_WAIT = datetime.timedelta(seconds=60)
 # Under several processes: the time between two flag exchanges the ranks aim for, and the
 # most boundaries between two exchanges (a bound on the delay when steps suddenly slow down).
-_FINAL_WAIT = datetime.timedelta(seconds=60)
 _AGREEMENT_ENV = "FITKIT_SIGNAL_AGREEMENT_S"
 _DEFAULT_AGREEMENT_S = 0.05
 _MAX_INTERVAL = 256
@@ -78,8 +80,6 @@ _MAX_INTERVAL = 256
 
 def _agreement_seconds() -> float:
     """``$FITKIT_SIGNAL_AGREEMENT_S`` as seconds >= 0 (the default when unset)."""
-    from fitkit.utilities.exceptions import MisconfigurationError, invalid
-
     raw = os.environ.get(_AGREEMENT_ENV, "")
     if not raw:
         return _DEFAULT_AGREEMENT_S
@@ -250,8 +250,8 @@ class SignalGuard:
         last, self._last_exchange = self._last_exchange, now
         if last is None or self._target_s <= 0:
             return 1
-        per_boundary = (now - last) / self._interval
-        return max(1, min(_MAX_INTERVAL, int(self._target_s / per_boundary) if per_boundary > 0 else _MAX_INTERVAL))
+        per_boundary = max((now - last) / self._interval, 1e-9)
+        return max(1, min(_MAX_INTERVAL, int(self._target_s / per_boundary)))
 
     def _agreed(self) -> tuple[int, int]:
         """Wait for the outstanding all-reduce (normally finished already): the agreed flag and interval."""

@@ -33,7 +33,7 @@ def capture(loader: Any = None, strategy: Any = None) -> dict[str, Any]:
     """Snapshot Python, NumPy, torch (CPU and initialised CUDA) and ``loader``'s generators.
 
     With ``strategy``, also the device state torch's generators miss
-    (``Strategy.rng_state()``: XLA's seed, which costs a graph cut to read).
+    (``Strategy.rng_state()``: XLA's per-batch seed).
     """
     version, words, gauss = random.getstate()
     # One int64 tensor, not 625 Python ints: ~20x cheaper to capture and to pickle.
